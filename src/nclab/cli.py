@@ -1,0 +1,136 @@
+"""The ``nclab`` command line: ``nclab demo``, ``nclab metrics FILE``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["main"]
+
+
+class UsageError(Exception):
+    """A user error the CLI reports in one line (exit code 2)."""
+
+
+def _load_arrays(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UsageError(f"FILE: {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    if suffix in (".pt", ".pth"):
+        import torch
+
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(obj, dict):
+            raise UsageError(f"FILE: {path} must hold a dict of tensors, got {type(obj).__name__}")
+        return dict(obj)
+    raise UsageError(f"FILE: expected a .npz or .pt file, got {path.name!r}")
+
+
+def _cmd_metrics(args: argparse.Namespace) -> int:
+    from nclab.metrics import measure
+
+    data = _load_arrays(Path(args.file))
+    missing = [key for key in ("features", "labels") if key not in data]
+    if missing:
+        raise UsageError(f"FILE: missing {missing}; found keys {sorted(data)}")
+    report = measure(
+        data["features"],
+        data["labels"],
+        data.get("weight"),
+        data.get("bias"),
+        num_classes=args.num_classes,
+        global_mean=args.global_mean,
+        within_class=args.within_class,
+        center_weights=args.center_weights,
+        drop_empty_classes=args.drop_empty_classes,
+    )
+    print(report.to_json() if args.json else report.to_table())
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from nclab.experiments.demo import run_demo
+
+    results = run_demo(args.out, seed=args.seed)
+    print(
+        f"Gaussian classes around a simplex ETF: K={results['num_classes']}, "
+        f"n={results['per_class']} per class, d={results['dim']}"
+    )
+    print(
+        f"{'sigma':>7}  {'NC1':>10}  {'NC1 theory':>10}  {'trW/trB':>10}  {'theory':>10}  {'NC2 ETF':>8}"
+    )
+    for row in results["rows"]:
+        m = row["metrics"]
+        print(
+            f"{row['sigma']:>7.3g}  {m['nc1']:>10.4g}  {row['theory_nc1']:>10.4g}  "
+            f"{m['nc1_trace_ratio']:>10.4g}  {row['theory_trace_ratio']:>10.4g}  "
+            f"{m['nc2_etf_means']:>8.3g}"
+        )
+    print(f"wrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'collapse.png'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nclab", description="Neural collapse toolkit.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="measure collapsing synthetic features against theory")
+    demo.add_argument("--out", default="nclab-demo", help="output directory (default: nclab-demo)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    demo.set_defaults(func=_cmd_demo)
+
+    met = sub.add_parser("metrics", help="neural-collapse metrics of saved features")
+    met.add_argument(
+        "file",
+        help=".npz or .pt dict with 'features' (N, d), 'labels' (N,), optional "
+        "'weight' (K, d) and 'bias' (K,)",
+    )
+    met.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    met.add_argument("--num-classes", type=int, default=None, help="K (default: max label + 1)")
+    met.add_argument(
+        "--global-mean",
+        choices=["sample", "class"],
+        default="sample",
+        help="global mean: sample mean (default) or mean of class means",
+    )
+    met.add_argument(
+        "--within-class",
+        choices=["pooled", "class_balanced"],
+        default="pooled",
+        help="within-class covariance: pooled over samples (default) or averaged over classes",
+    )
+    met.add_argument(
+        "--center-weights",
+        action="store_true",
+        help="centre the classifier rows before comparing W Wᵀ with the simplex ETF",
+    )
+    met.add_argument(
+        "--drop-empty-classes",
+        action="store_true",
+        help="measure only the classes with samples instead of failing on an empty class",
+    )
+    met.set_defaults(func=_cmd_metrics)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except (UsageError, ValueError, TypeError) as err:
+        print(f"nclab {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

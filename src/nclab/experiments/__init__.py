@@ -1,0 +1,1 @@
+"""Named experiments: the demo now; the seed papers' reproductions as they land."""

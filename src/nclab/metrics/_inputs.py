@@ -1,0 +1,104 @@
+"""Conversion and validation of user input (numpy arrays or torch tensors) for the metrics.
+
+Every check here is on metadata (shapes, dtypes) and costs no host-device synchronization;
+value checks (NaN/Inf, label range) are deferred to the accumulators, which count them on the
+device and raise at ``compute`` time.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+import numpy as np
+import torch
+
+ArrayLike: TypeAlias = "np.ndarray[Any, Any] | torch.Tensor"
+
+_FLOAT64 = torch.float64
+
+
+def to_tensor(x: Any, name: str, device: torch.device | str | None = None) -> torch.Tensor:
+    """Return ``x`` as a torch tensor without copying when possible (numpy shares memory)."""
+    if isinstance(x, torch.Tensor):
+        t = x.detach()
+    elif isinstance(x, np.ndarray):
+        if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+            raise TypeError(f"{name}: expected a numeric array, got dtype {x.dtype}")
+        t = torch.from_numpy(np.ascontiguousarray(x)) if x.flags.writeable else torch.tensor(x)
+    else:
+        try:
+            t = torch.as_tensor(np.asarray(x))
+        except (TypeError, ValueError) as err:
+            raise TypeError(
+                f"{name}: expected a numpy array or torch tensor, got {type(x).__name__}"
+            ) from err
+    if t.is_complex():
+        raise TypeError(f"{name}: expected real values, got complex dtype {t.dtype}")
+    if device is not None:
+        t = t.to(device)
+    return t
+
+
+def as_features(x: Any, name: str = "features") -> torch.Tensor:
+    """Features as a 2-D real tensor (N, d), dtype kept (converted to float64 chunk by chunk)."""
+    t = to_tensor(x, name)
+    if t.dtype == torch.bool:
+        raise TypeError(f"{name}: expected real-valued features, got dtype bool")
+    if t.ndim != 2:
+        hint = " (one feature vector per row; use features.reshape(N, -1))" if t.ndim > 2 else ""
+        raise ValueError(
+            f"{name}: expected a 2-D array of shape (N, d), got shape {tuple(t.shape)}{hint}"
+        )
+    if t.shape[1] == 0:
+        raise ValueError(
+            f"{name}: expected at least one feature dimension, got shape {tuple(t.shape)}"
+        )
+    return t
+
+
+def as_labels(y: Any, num_rows: int, device: torch.device, name: str = "labels") -> torch.Tensor:
+    """Labels as an int64 tensor of shape (N,) on ``device``."""
+    t = to_tensor(y, name)
+    if t.is_floating_point() or t.dtype == torch.bool:
+        raise TypeError(f"{name}: expected integer class indices, got dtype {t.dtype}")
+    if t.ndim != 1:
+        raise ValueError(
+            f"{name}: expected a 1-D array of class indices, got shape {tuple(t.shape)}"
+        )
+    if t.shape[0] != num_rows:
+        raise ValueError(
+            f"{name}: expected one label per feature row ({num_rows}), got {t.shape[0]} labels"
+        )
+    return t.to(device=device, dtype=torch.int64)
+
+
+def as_classifier(
+    weight: Any, bias: Any, num_classes: int, dim: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Classifier weight (K, d) and optional bias (K,) as float64 tensors on ``device``."""
+    w = to_tensor(weight, "weight", device).to(_FLOAT64)
+    if w.ndim != 2 or w.shape[0] != num_classes or w.shape[1] != dim:
+        raise ValueError(
+            f"weight: expected shape (num_classes, dim) = ({num_classes}, {dim}), "
+            f"got {tuple(w.shape)}"
+        )
+    if not bool(torch.isfinite(w).all()):
+        raise ValueError("weight: contains NaN or Inf values")
+    if bias is None:
+        return w, None
+    b = to_tensor(bias, "bias", device).to(_FLOAT64)
+    if b.ndim != 1 or b.shape[0] != num_classes:
+        raise ValueError(f"bias: expected shape ({num_classes},), got {tuple(b.shape)}")
+    if not bool(torch.isfinite(b).all()):
+        raise ValueError("bias: contains NaN or Inf values")
+    return w, b
+
+
+def check_num_classes(num_classes: Any) -> int:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
+        raise TypeError(f"num_classes: expected an integer, got {num_classes!r}")
+    if num_classes < 2:
+        raise ValueError(
+            f"num_classes: neural collapse needs at least 2 classes, got {num_classes}"
+        )
+    return int(num_classes)

@@ -1,0 +1,407 @@
+"""Streaming accumulators for the neural-collapse suite: two exact passes, mergeable, all-reducible.
+
+Pass 1, :class:`ClassMeans`: per-class counts and sums in float64 (O(K d) memory). Its
+``compute`` fixes the class means, the global mean and the between-class basis P = V_r S_r^{-1}.
+
+Pass 2, :class:`CollapseAccumulator`: given those statistics (and optionally a classifier W, b),
+per-class sums of ‖h_i - μ_c‖², of ‖(h_i - μ_c) P‖², and the nearest-class-centre and classifier
+decisions. Its ``compute`` returns the :class:`~nclab.metrics.report.CollapseReport`.
+
+Two passes are needed because Σ_W must be measured around the *final* class means, projected on
+the *final* between-class subspace; one pass could do that exactly only with a d x d scatter.
+All state is sums, so ``merge`` (shards in one process) and ``all_reduce`` (one collective over
+``torch.distributed``) give the same numbers as one process seeing all the data, up to the
+floating-point order of the additions.
+
+Value checks cost no host synchronization per batch: a label outside 0..K-1 is routed to an extra
+"invalid" row and a NaN/Inf feature propagates into the sums; both raise at ``compute``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from nclab.metrics import nc1 as _nc1
+from nclab.metrics import nc2 as _nc2
+from nclab.metrics import nc3 as _nc3
+from nclab.metrics._inputs import as_classifier, as_features, as_labels, check_num_classes
+from nclab.metrics.options import MetricOptions
+from nclab.metrics.report import CollapseReport
+
+__all__ = ["ClassMeans", "ClassStatistics", "CollapseAccumulator"]
+
+_F64 = torch.float64
+# Rows per chunk are chosen so that a float64 chunk holds about 4 Mi values (32 MiB): the memory
+# of the suite stays O(K d) plus this constant, whatever N is.
+_CHUNK_VALUES = 1 << 22
+
+
+def _chunks(h: torch.Tensor, y: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    rows = max(1, _CHUNK_VALUES // h.shape[1])
+    for start in range(0, h.shape[0], rows):
+        yield h[start : start + rows], y[start : start + rows]
+
+
+def _route_invalid(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Labels outside 0..K-1 go to row K (counted, reported at compute) without a host sync."""
+    valid = (y >= 0) & (y < num_classes)
+    return torch.where(valid, y, torch.full_like(y, num_classes))
+
+
+def _all_reduce_sum(tensors: list[torch.Tensor], group: Any = None) -> list[torch.Tensor]:
+    """Sum tensors across the processes of ``group`` with one collective (float64 buffer)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError("all_reduce: torch.distributed is not initialized")
+    flat = torch.cat([t.reshape(-1).to(_F64) for t in tensors])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
+    out, start = [], 0
+    for t in tensors:
+        out.append(flat[start : start + t.numel()].reshape(t.shape).to(t.dtype))
+        start += t.numel()
+    return out
+
+
+@dataclass(frozen=True)
+class ClassStatistics:
+    """What pass 1 fixes: class means, global mean, centred means and the between-class basis.
+
+    Attributes
+    ----------
+    classes : original class indices kept (all of 0..K-1 unless empty classes were dropped).
+    counts : n_c per kept class (int64).
+    means : μ_c, K x d float64.
+    global_mean : μ_G, float64 (sample mean or mean of class means, per ``options``).
+    centred_means : M̃ with rows μ_c - μ_G.
+    basis : P = V_r S_r^{-1}, d x r, from the thin SVD of M̃.
+    rank : r, the numerical rank of M̃ (<= K - 1).
+    label_map : original label (0..K_total, K_total meaning invalid) -> kept index, -1 if dropped.
+    """
+
+    num_total_classes: int
+    classes: torch.Tensor
+    counts: torch.Tensor
+    means: torch.Tensor
+    global_mean: torch.Tensor
+    centred_means: torch.Tensor
+    basis: torch.Tensor
+    rank: int
+    label_map: torch.Tensor
+    options: MetricOptions
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.classes.numel())
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.counts.sum())
+
+    @property
+    def dim(self) -> int:
+        return int(self.means.shape[1])
+
+
+class _Accumulator:
+    """Shared bookkeeping: dimension and device fixed by the first batch (or the constructor)."""
+
+    def __init__(self, num_classes: int, dim: int | None, device: torch.device | str | None):
+        self.num_classes = check_num_classes(num_classes)
+        if dim is not None and (not isinstance(dim, int) or dim < 1):
+            raise ValueError(f"dim: expected a positive integer, got {dim!r}")
+        self.dim = dim
+        self.device = torch.device(device) if device is not None else None
+
+    def _prepare(self, features: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        h = as_features(features)
+        if self.dim is None:
+            self.dim = int(h.shape[1])
+        elif h.shape[1] != self.dim:
+            raise ValueError(
+                f"features: expected {self.dim} columns (as in earlier batches), got {h.shape[1]}"
+            )
+        if self.device is None:
+            self.device = h.device
+        h = h.to(self.device)
+        y = as_labels(labels, h.shape[0], self.device)
+        return h, _route_invalid(y, self.num_classes)
+
+    def _check_compatible(self, other: _Accumulator) -> None:
+        if type(other) is not type(self):
+            raise TypeError(f"other: expected a {type(self).__name__}, got {type(other).__name__}")
+        if other.num_classes != self.num_classes or (
+            other.dim is not None and self.dim is not None and other.dim != self.dim
+        ):
+            raise ValueError(
+                f"other: accumulators disagree (num_classes {self.num_classes} vs "
+                f"{other.num_classes}, dim {self.dim} vs {other.dim})"
+            )
+
+
+class ClassMeans(_Accumulator):
+    """Pass 1: per-class counts and float64 sums of the features.
+
+    Parameters
+    ----------
+    num_classes : K, the number of classes (labels are 0..K-1).
+    dim : feature dimension d; inferred from the first batch when omitted (needed up front only
+        by a process that may see no batch before ``all_reduce``).
+    device : where the state lives; default the device of the first batch.
+    """
+
+    def __init__(
+        self, num_classes: int, dim: int | None = None, device: torch.device | str | None = None
+    ) -> None:
+        super().__init__(num_classes, dim, device)
+        self._counts: torch.Tensor | None = None
+        self._sums: torch.Tensor | None = None
+        if dim is not None:
+            self._allocate()
+
+    def _allocate(self) -> None:
+        assert self.dim is not None
+        k1 = self.num_classes + 1
+        self._counts = torch.zeros(k1, dtype=torch.int64, device=self.device)
+        self._sums = torch.zeros(k1, self.dim, dtype=_F64, device=self.device)
+
+    def update(self, features: Any, labels: Any) -> None:
+        """Add a batch: ``features`` (N, d) numpy or torch (any float dtype), ``labels`` (N,)."""
+        h, y = self._prepare(features, labels)
+        if self._sums is None:
+            self._allocate()
+        assert self._counts is not None and self._sums is not None
+        self._counts += torch.bincount(y, minlength=self.num_classes + 1)
+        for hs, ys in _chunks(h, y):
+            self._sums.index_add_(0, ys, hs.to(_F64))
+
+    def merge(self, other: ClassMeans) -> ClassMeans:
+        """Add the state of ``other`` (e.g. another shard) into this one; returns self."""
+        self._check_compatible(other)
+        if other._sums is None:
+            return self
+        if self._sums is None:
+            self.dim, self.device = other.dim, other.device
+            self._allocate()
+        assert self._counts is not None and self._sums is not None
+        self._counts += other._counts.to(self._counts.device)  # type: ignore[union-attr]
+        self._sums += other._sums.to(self._sums.device)
+        return self
+
+    def all_reduce(self, group: Any = None) -> None:
+        """Sum the state over all processes of ``group`` (torch.distributed), in place."""
+        if self._sums is None:
+            raise RuntimeError(
+                "all_reduce: this process saw no batch, so its dimension is unknown; "
+                "pass dim= to ClassMeans"
+            )
+        assert self._counts is not None
+        self._counts, self._sums = _all_reduce_sum([self._counts, self._sums], group)
+
+    def compute(self, options: MetricOptions | None = None) -> ClassStatistics:
+        """Fix the class means, the global mean and the between-class basis."""
+        opts = options or MetricOptions()
+        if self._sums is None or self._counts is None:
+            raise ValueError("features: no batch was given to the accumulator")
+        k = self.num_classes
+        counts_all = self._counts.cpu()
+        invalid = int(counts_all[k])
+        if invalid:
+            raise ValueError(f"labels: {invalid} value(s) outside the class range [0, {k})")
+        if not bool(torch.isfinite(self._sums).all()):
+            raise ValueError("features: contain NaN or Inf values")
+        counts = counts_all[:k]
+        empty = torch.nonzero(counts == 0).flatten().tolist()
+        if empty and not opts.drop_empty_classes:
+            raise ValueError(
+                f"labels: class(es) {empty} of 0..{k - 1} have no samples; pass "
+                "drop_empty_classes=True to measure the remaining classes, or set num_classes"
+            )
+        kept = torch.nonzero(counts > 0).flatten()
+        if kept.numel() < 2:
+            raise ValueError(
+                f"labels: at least 2 classes need samples, got {kept.numel()} (classes {kept.tolist()})"
+            )
+        label_map = torch.full((k + 1,), -1, dtype=torch.int64)
+        label_map[kept] = torch.arange(kept.numel())
+        kept_dev = kept.to(self._sums.device)
+        n = counts[kept].to(device=self._sums.device, dtype=_F64)
+        means = self._sums[kept_dev] / n.unsqueeze(1)
+        if opts.global_mean == "sample":
+            global_mean = self._sums[:k].sum(0) / n.sum()
+        else:
+            global_mean = means.mean(0)
+        centred = means - global_mean
+        basis, rank = _nc1.between_class_basis(centred, opts.rank_rtol)
+        return ClassStatistics(
+            num_total_classes=k,
+            classes=kept,
+            counts=counts[kept],
+            means=means,
+            global_mean=global_mean,
+            centred_means=centred,
+            basis=basis,
+            rank=rank,
+            label_map=label_map.to(self._sums.device),
+            options=opts,
+        )
+
+
+# Columns of the pass-2 per-class table.
+_WITHIN, _PROJ, _NCC_OK, _CLS_OK, _MISMATCH, _COUNT = range(6)
+
+
+class CollapseAccumulator(_Accumulator):
+    """Pass 2: centred statistics around the means fixed by pass 1, and the NCC decisions.
+
+    Parameters
+    ----------
+    stats : the :class:`ClassStatistics` from pass 1 (identical on every process).
+    weight : classifier W, (K, d), optional; enables the NC2-weights, NC3 and NC4 metrics.
+    bias : classifier bias b, (K,), optional (zero when omitted).
+    """
+
+    def __init__(self, stats: ClassStatistics, weight: Any = None, bias: Any = None) -> None:
+        super().__init__(stats.num_total_classes, stats.dim, stats.means.device)
+        if bias is not None and weight is None:
+            raise ValueError("bias: given without weight; pass the classifier weight too")
+        self.stats = stats
+        k, r = stats.num_classes, stats.rank
+        means = stats.means
+        # Features are centred first (h - μ_y, exact), then one GEMM against [P | μᵀ | Wᵀ];
+        # the per-class offsets μ_y μᵀ and μ_y Wᵀ + b restore the uncentred scores.
+        blocks, offsets = [stats.basis, means.T], [means.new_zeros(k, r), means @ means.T]
+        self.weight: torch.Tensor | None = None
+        self.bias: torch.Tensor | None = None
+        if weight is not None:
+            w, b = as_classifier(weight, bias, stats.num_total_classes, stats.dim, means.device)
+            kept = stats.classes.to(means.device)
+            self.weight = w[kept]
+            self.bias = b[kept] if b is not None else None
+            blocks.append(self.weight.T)
+            offsets.append(means @ self.weight.T + (self.bias if self.bias is not None else 0.0))
+        self._rhs = torch.cat(blocks, dim=1)
+        zero_row = means.new_zeros(1, self._rhs.shape[1])
+        self._offsets = torch.cat([torch.cat(offsets, dim=1), zero_row])
+        self._means_ext = torch.cat([means, means.new_zeros(1, means.shape[1])])
+        self._sq_norms = (means * means).sum(1)
+        self._table = torch.zeros(k + 1, 6, dtype=_F64, device=means.device)
+
+    def update(self, features: Any, labels: Any) -> None:
+        """Add a batch (the same batches as in pass 1, in any order and split)."""
+        h, y = self._prepare(features, labels)
+        y = self.stats.label_map[y]
+        k, r = self.stats.num_classes, self.stats.rank
+        y = torch.where(y < 0, torch.full_like(y, k), y)
+        for hs, ys in _chunks(h, y):
+            hc = hs.to(_F64) - self._means_ext.index_select(0, ys)
+            z = hc @ self._rhs + self._offsets.index_select(0, ys)
+            ncc = (2.0 * z[:, r : r + k] - self._sq_norms).argmax(1)
+            cols = [
+                torch.linalg.vector_norm(hc, dim=1).square(),
+                z[:, :r].square().sum(1),
+                (ncc == ys).to(_F64),
+            ]
+            if self.weight is not None:
+                pred = z[:, r + k :].argmax(1)
+                cols += [(pred == ys).to(_F64), (pred != ncc).to(_F64)]
+            else:
+                cols += [torch.zeros_like(cols[0])] * 2
+            cols.append(torch.ones_like(cols[0]))
+            self._table.index_add_(0, ys, torch.stack(cols, dim=1))
+
+    def merge(self, other: CollapseAccumulator) -> CollapseAccumulator:
+        """Add the state of ``other`` (built from the same pass-1 statistics); returns self."""
+        self._check_compatible(other)
+        if other.stats is not self.stats and not torch.equal(
+            other.stats.means.cpu(), self.stats.means.cpu()
+        ):
+            raise ValueError("other: built from different pass-1 statistics (class means differ)")
+        self._table += other._table.to(self._table.device)
+        return self
+
+    def all_reduce(self, group: Any = None) -> None:
+        """Sum the state over all processes of ``group`` (torch.distributed), in place."""
+        (self._table,) = _all_reduce_sum([self._table], group)
+
+    def compute(self) -> CollapseReport:
+        """The full NC report (see :mod:`nclab.metrics.report` for every key and its formula)."""
+        st, opts = self.stats, self.stats.options
+        k = st.num_classes
+        table = self._table.cpu()
+        if table[k, _COUNT] > 0:
+            raise ValueError(
+                f"labels: {int(table[k, _COUNT])} value(s) outside the classes measured in pass 1"
+            )
+        if not bool(torch.isfinite(table).all()):
+            raise ValueError("features: contain NaN or Inf values")
+        counts = table[:k, _COUNT]
+        if not torch.equal(counts, st.counts.to(_F64)):
+            raise ValueError(
+                "features: pass 2 saw different data than pass 1 (class counts "
+                f"{counts.long().tolist()} vs {st.counts.tolist()}); feed the same batches twice"
+            )
+        n_total = float(counts.sum())
+        centred = st.centred_means.cpu()
+        within, proj = table[:k, _WITHIN], table[:k, _PROJ]
+        if opts.within_class == "pooled":
+            tr_w, nc1 = float(within.sum()) / n_total, float(proj.sum()) / n_total
+        else:
+            tr_w, nc1 = float((within / counts).mean()), float((proj / counts).mean())
+        tr_b = float((centred * centred).sum()) / k
+        if st.rank == 0:
+            nc1 = float("inf") if tr_w > 0 else float("nan")
+        values: dict[str, float] = {
+            "nc1": nc1,
+            "nc1_colab": k * nc1,
+            "nc1_trace_ratio": _safe_ratio(tr_w, tr_b),
+            "cdnv": _nc1.cdnv(within / counts, centred),
+            "within_class_trace": tr_w,
+            "between_class_trace": tr_b,
+            "nc2_equinorm_means": _nc2.equinorm(centred),
+            "nc2_equiangular_means": _nc2.equiangularity(centred),
+            "nc2_cos_std_means": _nc2.cosine_spread(centred),
+            "nc2_etf_means": _nc2.etf_distance(centred),
+            "nc2_of_means": _nc2.orthogonal_distance(st.means.cpu()),
+            "ncc_accuracy": float(table[:k, _NCC_OK].sum()) / n_total,
+        }
+        if self.weight is not None:
+            w = self.weight.cpu()
+            w_etf = w - w.mean(0, keepdim=True) if opts.center_weights else w
+            bias = self.bias.cpu() if self.bias is not None else torch.zeros(k, dtype=_F64)
+            values.update(
+                {
+                    "nc2_equinorm_weights": _nc2.equinorm(w),
+                    "nc2_equiangular_weights": _nc2.equiangularity(w),
+                    "nc2_cos_std_weights": _nc2.cosine_spread(w),
+                    "nc2_etf_weights": _nc2.etf_distance(w_etf),
+                    "nc2_of_weights": _nc2.orthogonal_distance(w),
+                    "nc3_duality": _nc3.duality(w, centred),
+                    "nc3_wh_etf": _nc3.wh_etf_distance(w, centred),
+                    "nc4_ncc_mismatch": float(table[:k, _MISMATCH].sum()) / n_total,
+                    "classifier_accuracy": float(table[:k, _CLS_OK].sum()) / n_total,
+                    "bias_relation": float(
+                        torch.linalg.vector_norm(w @ st.global_mean.cpu() + bias)
+                    ),
+                }
+            )
+        return CollapseReport(
+            values=values,
+            num_samples=int(n_total),
+            num_classes=k,
+            dim=st.dim,
+            between_rank=st.rank,
+            classes=tuple(st.classes.tolist()),
+            class_counts=tuple(st.counts.tolist()),
+            options=opts,
+        )
+
+
+def _safe_ratio(num: float, den: float) -> float:
+    if den > 0:
+        return num / den
+    return float("inf") if num > 0 else float("nan")

@@ -1,0 +1,159 @@
+"""Collect features from any module of a network with forward hooks and measure them.
+
+The network is run twice over the loader in eval mode without gradients (pass 1: class means;
+pass 2: centred statistics), so memory stays O(K d) per layer whatever the dataset size; no
+feature matrix is stored. Outputs of convolutional layers are flattened per sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from nclab.metrics.accumulators import ClassMeans, CollapseAccumulator
+from nclab.metrics.options import MetricOptions
+from nclab.metrics.report import CollapseReport
+
+__all__ = ["collect", "find_classifier"]
+
+
+def find_classifier(model: nn.Module) -> tuple[str, nn.Linear] | None:
+    """The last ``nn.Linear`` registered in ``model`` (its usual classifier), or None."""
+    found = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            found = (name, module)
+    return found
+
+
+def _resolve_layers(model: nn.Module, layers: Sequence[str]) -> dict[str, nn.Module]:
+    if isinstance(layers, str) or not layers:
+        raise TypeError("layers: expected a non-empty list of module names, e.g. ['layer4', 'fc']")
+    modules = dict(model.named_modules())
+    missing = [name for name in layers if name not in modules]
+    if missing:
+        valid = [n for n in modules if n]
+        raise ValueError(f"layers: {missing} not found in the model; valid module names: {valid}")
+    return {name: modules[name] for name in layers}
+
+
+def _resolve_classifier(model: nn.Module, classifier: str | None) -> nn.Linear | None:
+    if classifier is None:
+        return None
+    if classifier == "auto":
+        found = find_classifier(model)
+        return found[1] if found else None
+    modules = dict(model.named_modules())
+    module = modules.get(classifier)
+    if not isinstance(module, nn.Linear):
+        linear = [n for n, m in modules.items() if isinstance(m, nn.Linear)]
+        raise ValueError(
+            f"classifier: {classifier!r} is not an nn.Linear module of the model; linear modules: {linear}"
+        )
+    return module
+
+
+def _batches(loader: Iterable[Any], device: torch.device) -> Iterable[tuple[Any, torch.Tensor]]:
+    for batch in loader:
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            raise TypeError("loader: each batch must be an (inputs, labels, ...) tuple")
+        yield batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+
+
+def collect(
+    model: nn.Module,
+    loader: Iterable[Any],
+    layers: Sequence[str],
+    *,
+    num_classes: int | None = None,
+    classifier: str | None = "auto",
+    device: torch.device | str | None = None,
+    distributed: bool = False,
+    **options: Any,
+) -> dict[str, CollapseReport]:
+    """Measure neural collapse of the outputs of named modules over a data loader.
+
+    Parameters
+    ----------
+    model : the network; it is put in eval mode for the measurement and restored afterwards.
+    loader : re-iterable of ``(inputs, labels, ...)`` batches (read twice; every batch counts).
+    layers : module names (as in ``model.named_modules()``); each output is flattened to (B, d).
+    num_classes : K; default the classifier's ``out_features``.
+    classifier : name of the ``nn.Linear`` classifier, ``"auto"`` (the last ``nn.Linear``; the
+        default) or None. Its W, b are used for the weight/NC3/NC4 metrics of the *last* layer in
+        ``layers``, whose width must equal the classifier's ``in_features``.
+    device : where the model runs; default the device of its first parameter.
+    distributed : all-reduce the accumulators over ``torch.distributed`` after each pass (each
+        process passes its own shard of the data; the numbers equal a single-process run).
+    **options : metric options, see :class:`~nclab.metrics.options.MetricOptions`.
+
+    Returns
+    -------
+    dict layer name -> CollapseReport, in the order of ``layers``.
+    """
+    opts = MetricOptions.from_kwargs(**options)
+    named = _resolve_layers(model, layers)
+    linear = _resolve_classifier(model, classifier)
+    if num_classes is None:
+        if linear is None:
+            raise ValueError(
+                "num_classes: required when the model has no classifier to read K from"
+            )
+        num_classes = linear.out_features
+    if device is None:
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+    dev = torch.device(device)
+
+    captured: dict[str, torch.Tensor] = {}
+
+    def hook_for(name: str) -> Any:
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            if not isinstance(output, torch.Tensor):
+                raise TypeError(
+                    f"layers: module {name!r} returns {type(output).__name__}, not a tensor"
+                )
+            captured[name] = output.detach().flatten(1)
+
+        return hook
+
+    def run(accumulators: dict[str, Any]) -> None:
+        for inputs, labels in _batches(loader, dev):
+            captured.clear()
+            model(inputs)
+            for name, acc in accumulators.items():
+                acc.update(captured[name], labels)
+        if distributed:
+            for acc in accumulators.values():
+                acc.all_reduce()
+
+    was_training = model.training
+    handles = [module.register_forward_hook(hook_for(name)) for name, module in named.items()]
+    try:
+        model.eval()
+        with torch.no_grad():
+            means = {name: ClassMeans(num_classes) for name in named}
+            run(means)
+            last = list(named)[-1]
+            centred: dict[str, CollapseAccumulator] = {}
+            for name, acc in means.items():
+                stats = acc.compute(opts)
+                if name == last and linear is not None:
+                    if linear.in_features != stats.dim:
+                        raise ValueError(
+                            f"classifier: in_features {linear.in_features} does not match the width "
+                            f"{stats.dim} of layer {name!r}; list the classifier's input layer last, "
+                            "or pass classifier=None"
+                        )
+                    centred[name] = CollapseAccumulator(stats, linear.weight, linear.bias)
+                else:
+                    centred[name] = CollapseAccumulator(stats)
+            run(centred)
+            return {name: acc.compute() for name, acc in centred.items()}
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
