@@ -79,8 +79,8 @@ def oracle(
             float(cos[iu].std(ddof=1)) if k > 2 else 0.0,
         )
 
-    out["nc2_equinorm_means"], out["nc2_equiangular_means"], out["nc2_cos_std_means"] = (
-        cos_stats(mt)
+    out["nc2_equinorm_means"], out["nc2_equiangular_means"], out["nc2_cos_std_means"] = cos_stats(
+        mt
     )
     out["nc2_etf_means"] = etf_dist(mt @ mt.T)
     out["nc2_of_means"] = of_dist(mu @ mu.T)

@@ -60,13 +60,14 @@ def measure(
 
 
 def _fresh(batches: Batches) -> Iterable[Any]:
-    source = batches() if callable(batches) else batches
-    if iter(source) is source:
+    if callable(batches):
+        return batches()
+    if iter(batches) is batches:
         raise TypeError(
             "batches: an iterator can be read only once, and the metrics read the data twice; "
             "pass a list, a DataLoader, or a function returning a fresh iterable"
         )
-    return source
+    return batches
 
 
 def _split(batch: Any) -> tuple[Any, Any]:

@@ -1,0 +1,77 @@
+"""The command line: `nclab metrics FILE [--json]` and `nclab demo`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import gaussian_classes
+
+from nclab.cli import main
+from nclab.metrics import measure
+from nclab.metrics.report import report_keys
+
+
+@pytest.fixture
+def arrays(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    feats, labels = gaussian_classes(rng, 3, 20, 5)
+    return {"features": feats, "labels": labels, "weight": rng.standard_normal((3, 5))}
+
+
+def test_metrics_json_from_npz_and_pt_agree_with_measure(
+    arrays: dict[str, np.ndarray], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    npz = tmp_path / "f.npz"
+    np.savez(npz, **arrays)
+    assert main(["metrics", str(npz), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert set(report_keys(with_weight=True)) <= set(got)
+    want = measure(arrays["features"], arrays["labels"], arrays["weight"]).as_dict()
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, rel=1e-15), key
+    pt = tmp_path / "f.pt"
+    torch.save({k: torch.from_numpy(v) for k, v in arrays.items()}, pt)
+    assert main(["metrics", str(pt), "--json", "--global-mean", "class"]) == 0
+    assert json.loads(capsys.readouterr().out)["nc1"] == pytest.approx(want["nc1"], rel=1e-12)
+
+
+def test_metrics_table_says_what_each_number_is(
+    arrays: dict[str, np.ndarray], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    npz = tmp_path / "f.npz"
+    np.savez(npz, features=arrays["features"], labels=arrays["labels"])
+    assert main(["metrics", str(npz)]) == 0
+    out = capsys.readouterr().out
+    assert "NC1 = (1/K) tr(Σ_W Σ_B^†)" in out and "options: global_mean=sample" in out
+    assert "nc3_duality" not in out
+
+
+def test_metrics_cli_errors_exit_2_with_a_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, feats=np.ones((3, 2)))
+    assert main(["metrics", str(bad)]) == 2
+    assert "FILE: missing ['features', 'labels']" in capsys.readouterr().err
+    assert main(["metrics", str(tmp_path / "nope.npz")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    odd = tmp_path / "odd.npz"
+    np.savez(odd, features=np.ones((3, 2)), labels=np.array([0.0, 1.0, 1.0]))
+    assert main(["metrics", str(odd)]) == 2
+    assert "labels: expected integer class indices" in capsys.readouterr().err
+
+
+def test_demo_writes_results_that_match_theory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert (tmp_path / "collapse.png").stat().st_size > 10_000
+    # At the smallest noise the sampling error of NC1 is about 2% (5,000 samples, K-1 = 9
+    # directions); 10% leaves room for seeds while still catching a wrong formula.
+    last = results["rows"][-1]
+    assert last["metrics"]["nc1"] == pytest.approx(last["theory_nc1"], rel=0.1)
+    assert "NC1 theory" in capsys.readouterr().out

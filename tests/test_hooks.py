@@ -1,0 +1,78 @@
+"""collect(): features hooked from named modules equal the features computed by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from nclab.metrics import collect, measure
+
+
+def make_mlp(k: int = 4) -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Linear(5, 16), nn.ReLU(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, k)
+    ).double()
+
+
+def make_loader(n: int = 97, k: int = 4, shape: tuple[int, ...] = (5,)) -> list:
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(n, *shape, generator=gen, dtype=torch.float64)
+    y = torch.arange(n) % k
+    sizes = [32, 32, 1, n - 65]  # uneven, including a batch of one: every sample counts
+    return list(zip(x.split(sizes), y.split(sizes), strict=True))
+
+
+def assert_close_reports(a: dict[str, float], b: dict[str, float]) -> None:
+    assert set(a) == set(b)
+    for key in a:
+        assert np.isclose(a[key], b[key], rtol=1e-10, atol=1e-14), key
+
+
+def test_collect_equals_measure_on_hand_computed_features() -> None:
+    model = make_mlp()
+    model.train()
+    loader = make_loader()
+    reports = collect(model, loader, ["1", "3"])
+    assert list(reports) == ["1", "3"] and model.training
+    x = torch.cat([b[0] for b in loader])
+    y = torch.cat([b[1] for b in loader])
+    with torch.no_grad():
+        f1 = model[1](model[0](x))
+        f2 = model[3](model[2](f1))
+    assert_close_reports(reports["1"].as_dict(), measure(f1, y).as_dict())
+    want = measure(f2, y, model[4].weight, model[4].bias).as_dict()
+    assert_close_reports(reports["3"].as_dict(), want)
+    assert reports["3"].num_samples == 97
+
+
+def test_collect_flattens_convolutional_activations() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 3)
+    ).double()
+    loader = make_loader(n=70, k=3, shape=(2, 4, 4))
+    reports = collect(model, loader, ["1"], classifier=None, num_classes=3)
+    x = torch.cat([b[0] for b in loader])
+    y = torch.cat([b[1] for b in loader])
+    with torch.no_grad():
+        feats = model[1](model[0](x)).flatten(1)
+    assert reports["1"].dim == 48
+    assert_close_reports(reports["1"].as_dict(), measure(feats, y).as_dict())
+
+
+def test_collect_errors_name_the_argument() -> None:
+    model = make_mlp()
+    loader = make_loader()
+    with pytest.raises(ValueError, match=r"layers: \['fc'\] not found.*valid module names"):
+        collect(model, loader, ["fc"])
+    with pytest.raises(ValueError, match="classifier: in_features 8 does not match the width 16"):
+        collect(model, loader, ["1"])
+    with pytest.raises(ValueError, match=r"classifier: '1' is not an nn\.Linear"):
+        collect(model, loader, ["3"], classifier="1")
+    with pytest.raises(TypeError, match="layers: expected a non-empty list"):
+        collect(model, loader, "3")
+    with pytest.raises(ValueError, match="num_classes: required"):
+        collect(nn.Sequential(nn.ReLU()), loader, ["0"], classifier=None)

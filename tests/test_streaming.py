@@ -1,0 +1,140 @@
+"""Streaming == in-memory for any batch split; merged shards and all-reduced ranks == whole."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from conftest import gaussian_classes
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nclab.metrics import ClassMeans, CollapseAccumulator, MetricOptions, measure, measure_batches
+
+# The batch split changes only the order of float64 additions: relative differences stay near
+# 1e-14 on these problems; the contract is 1e-10.
+RTOL = 1e-10
+
+
+def assert_reports_equal(a: dict[str, float], b: dict[str, float]) -> None:
+    assert set(a) == set(b)
+    for key in a:
+        assert np.isclose(a[key], b[key], rtol=RTOL, atol=1e-14), (key, a[key], b[key])
+
+
+def random_split(rng: np.random.Generator, n: int, pieces: int) -> list[slice]:
+    cuts = np.sort(rng.integers(0, n + 1, size=pieces - 1))
+    bounds = [0, *cuts.tolist(), n]
+    return [slice(lo, hi) for lo, hi in itertools.pairwise(bounds)]
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 12))
+def test_any_batch_split_equals_in_memory(seed: int, pieces: int) -> None:
+    rng = np.random.default_rng(seed)
+    feats, labels = gaussian_classes(rng, 5, [7, 20, 3, 12, 30], 9, sigma=0.9)
+    w, b = rng.standard_normal((5, 9)), rng.standard_normal(5)
+    whole = measure(feats, labels, w, b, within_class="class_balanced").as_dict()
+    batches = [(feats[s], labels[s]) for s in random_split(rng, len(labels), pieces)]
+    streamed = measure_batches(batches, 5, w, b, within_class="class_balanced").as_dict()
+    assert_reports_equal(whole, streamed)
+
+
+def test_merged_shards_equal_whole(rng: np.random.Generator) -> None:
+    feats, labels = gaussian_classes(rng, 6, 40, 11)
+    w = rng.standard_normal((6, 11))
+    shards = [slice(0, 50), slice(50, 51), slice(51, 51), slice(51, 240)]
+    opts = MetricOptions(global_mean="class")
+    means = [ClassMeans(6) for _ in shards]
+    for acc, s in zip(means, shards, strict=True):
+        acc.update(feats[s], labels[s])
+    total = means[0]
+    for acc in means[1:]:
+        total.merge(acc)
+    stats = total.compute(opts)
+    centred = [CollapseAccumulator(stats, w) for _ in shards]
+    for acc, s in zip(centred, shards, strict=True):
+        acc.update(feats[s], labels[s])
+    for acc in centred[1:]:
+        centred[0].merge(acc)
+    assert_reports_equal(
+        measure(feats, labels, w, global_mean="class").as_dict(), centred[0].compute().as_dict()
+    )
+
+
+def test_large_input_is_chunked_with_the_same_result(rng: np.random.Generator) -> None:
+    # 2^22 values per chunk: 70,000 x 64 features span two chunks in memory.
+    feats, labels = gaussian_classes(rng, 3, 70_000 // 3, 64)
+    whole = measure(feats, labels).as_dict()
+    halves = measure_batches(
+        [
+            (feats[: len(labels) // 2], labels[: len(labels) // 2]),
+            (feats[len(labels) // 2 :], labels[len(labels) // 2 :]),
+        ],
+        3,
+    ).as_dict()
+    assert_reports_equal(whole, halves)
+
+
+def test_one_shot_iterator_is_rejected(rng: np.random.Generator) -> None:
+    feats, labels = gaussian_classes(rng, 2, 5, 3)
+    with pytest.raises(TypeError, match="batches: an iterator can be read only once"):
+        measure_batches(iter([(feats, labels)]), 2)
+    report = measure_batches(lambda: iter([(feats, labels)]), 2)
+    assert report["num_samples"] == 10
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ddp_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        arrays = np.load(data)
+        feats, labels, w = arrays["features"], arrays["labels"], arrays["weight"]
+        mine = slice(rank, None, world)  # interleaved shards, unequal sizes
+        means = ClassMeans(4, dim=feats.shape[1])
+        means.update(feats[mine], labels[mine])
+        means.all_reduce()
+        acc = CollapseAccumulator(means.compute(), w)
+        acc.update(feats[mine], labels[mine])
+        acc.all_reduce()
+        Path(out, f"rank{rank}.json").write_text(acc.compute().to_json())
+    finally:
+        dist.destroy_process_group()
+
+
+def test_all_reduce_over_two_gloo_processes_equals_one_process(
+    rng: np.random.Generator, tmp_path: Path
+) -> None:
+    feats, labels = gaussian_classes(rng, 4, 25, 7)
+    w = rng.standard_normal((4, 7))
+    data = tmp_path / "data.npz"
+    np.savez(data, features=feats, labels=labels, weight=w)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(data), str(tmp_path)), nprocs=2, join=True)
+    whole = measure(feats, labels, w).as_dict()
+    for rank in range(2):
+        got = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert_reports_equal(whole, got)
+
+
+def test_torch_cuda_or_cpu_tensors_keep_their_device(rng: np.random.Generator) -> None:
+    feats, labels = gaussian_classes(rng, 3, 10, 4)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    h = torch.from_numpy(feats).to(device, torch.float32)
+    acc = ClassMeans(3)
+    acc.update(h, torch.from_numpy(labels).to(device))
+    assert acc.compute().means.device.type == device
