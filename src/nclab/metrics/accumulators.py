@@ -1,11 +1,11 @@
 """Streaming accumulators for the neural-collapse suite: two exact passes, mergeable, all-reducible.
 
 Pass 1, :class:`ClassMeans`: per-class counts and sums in float64 (O(K d) memory). Its
-``compute`` fixes the class means, the global mean and the between-class basis P = V_r S_r^{-1}.
+``compute`` fixes the class means, the global mean and the thin SVD M̃ = U S Vᵀ of the centred means.
 
 Pass 2, :class:`CollapseAccumulator`: given those statistics (and optionally a classifier W, b),
-per-class sums of ‖h_i - μ_c‖², of ‖(h_i - μ_c) P‖², and the nearest-class-centre and classifier
-decisions. Its ``compute`` returns the :class:`~nclab.metrics.report.CollapseReport`.
+per-class sums of ‖h_i - μ_c‖², of ‖(h_i - μ_c) V_r S_r^{-1}‖², and the nearest-class-centre and
+classifier decisions. Its ``compute`` returns the :class:`~nclab.metrics.report.CollapseReport`.
 
 Two passes are needed because Σ_W must be measured around the *final* class means, projected on
 the *final* between-class subspace; one pass could do that exactly only with a d x d scatter.
@@ -35,13 +35,39 @@ from nclab.metrics.report import CollapseReport
 __all__ = ["ClassMeans", "ClassStatistics", "CollapseAccumulator"]
 
 _F64 = torch.float64
-# Rows per chunk are chosen so that a float64 chunk holds about 4 Mi values (32 MiB): the memory
-# of the suite stays O(K d) plus this constant, whatever N is.
-_CHUNK_VALUES = 1 << 22
 
 
-def _chunks(h: torch.Tensor, y: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    rows = max(1, _CHUNK_VALUES // h.shape[1])
+class _Workspace:
+    """Float64 buffers reused across batches and chunks.
+
+    The data are converted to float64 and centred in chunks of about 2^19 values (4 MiB, cache
+    sized; 2^24 on CUDA), written into these buffers: fresh allocations and cache misses cost more
+    than the arithmetic. Per-sample scalars are gathered over ``outer`` rows before the small
+    reductions, to keep the count of small tensor operations per sample low. The memory of the
+    whole suite stays O(K d) plus this constant, whatever N is.
+    """
+
+    def __init__(self, dim: int, cols: int, device: torch.device) -> None:
+        log_values = 24 if device.type == "cuda" else 19
+        self.inner = max(1, (1 << log_values) // dim)
+        self.outer = self.inner * max(1, (1 << 14) // self.inner)
+        self.h = torch.empty(self.inner, dim, dtype=_F64, device=device)
+        self.g = torch.empty(self.inner, dim, dtype=_F64, device=device)
+        self.z = torch.empty(cols, self.inner, dtype=_F64, device=device)
+        self.zs = torch.empty(self.outer, cols, dtype=_F64, device=device)
+        self.sq = torch.empty(self.outer, dtype=_F64, device=device)
+
+    def load(self, rows: torch.Tensor) -> torch.Tensor:
+        """``rows`` (at most ``inner`` of them) converted to float64 in the buffer."""
+        h = self.h[: rows.shape[0]]
+        h.copy_(rows)
+        return h
+
+
+def chunk_rows(
+    h: torch.Tensor, y: torch.Tensor, rows: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Consecutive slices of ``rows`` rows of (features, labels)."""
     for start in range(0, h.shape[0], rows):
         yield h[start : start + rows], y[start : start + rows]
 
@@ -78,8 +104,7 @@ class ClassStatistics:
     means : μ_c, K x d float64.
     global_mean : μ_G, float64 (sample mean or mean of class means, per ``options``).
     centred_means : M̃ with rows μ_c - μ_G.
-    basis : P = V_r S_r^{-1}, d x r, from the thin SVD of M̃.
-    rank : r, the numerical rank of M̃ (<= K - 1).
+    svd : thin SVD of M̃ and its numerical rank r (<= K - 1), see :class:`BetweenClassSVD`.
     label_map : original label (0..K_total, K_total meaning invalid) -> kept index, -1 if dropped.
     """
 
@@ -89,14 +114,17 @@ class ClassStatistics:
     means: torch.Tensor
     global_mean: torch.Tensor
     centred_means: torch.Tensor
-    basis: torch.Tensor
-    rank: int
+    svd: _nc1.BetweenClassSVD
     label_map: torch.Tensor
     options: MetricOptions
 
     @property
     def num_classes(self) -> int:
         return int(self.classes.numel())
+
+    @property
+    def rank(self) -> int:
+        return self.svd.rank
 
     @property
     def num_samples(self) -> int:
@@ -160,6 +188,7 @@ class ClassMeans(_Accumulator):
         super().__init__(num_classes, dim, device)
         self._counts: torch.Tensor | None = None
         self._sums: torch.Tensor | None = None
+        self._work: _Workspace | None = None
         if dim is not None:
             self._allocate()
 
@@ -176,8 +205,10 @@ class ClassMeans(_Accumulator):
             self._allocate()
         assert self._counts is not None and self._sums is not None
         self._counts += torch.bincount(y, minlength=self.num_classes + 1)
-        for hs, ys in _chunks(h, y):
-            self._sums.index_add_(0, ys, hs.to(_F64))
+        if self._work is None:
+            self._work = _Workspace(h.shape[1], 0, self._sums.device)
+        for hs, ys in chunk_rows(h, y, self._work.inner):
+            self._sums.index_add_(0, ys, self._work.load(hs))
 
     def merge(self, other: ClassMeans) -> ClassMeans:
         """Add the state of ``other`` (e.g. another shard) into this one; returns self."""
@@ -236,7 +267,7 @@ class ClassMeans(_Accumulator):
         else:
             global_mean = means.mean(0)
         centred = means - global_mean
-        basis, rank = _nc1.between_class_basis(centred, opts.rank_rtol)
+        svd = _nc1.between_class_svd(centred, opts.rank_rtol)
         return ClassStatistics(
             num_total_classes=k,
             classes=kept,
@@ -244,8 +275,7 @@ class ClassMeans(_Accumulator):
             means=means,
             global_mean=global_mean,
             centred_means=centred,
-            basis=basis,
-            rank=rank,
+            svd=svd,
             label_map=label_map.to(self._sums.device),
             options=opts,
         )
@@ -270,49 +300,72 @@ class CollapseAccumulator(_Accumulator):
         if bias is not None and weight is None:
             raise ValueError("bias: given without weight; pass the classifier weight too")
         self.stats = stats
-        k, r = stats.num_classes, stats.rank
+        k = stats.num_classes
         means = stats.means
-        # Features are centred first (h - μ_y, exact), then one GEMM against [P | μᵀ | Wᵀ];
-        # the per-class offsets μ_y μᵀ and μ_y Wᵀ + b restore the uncentred scores.
-        blocks, offsets = [stats.basis, means.T], [means.new_zeros(k, r), means @ means.T]
+        # Features are centred first (h - μ_y, exact in float64), then one GEMM against [V | Wᵀ]
+        # (V: the q = min(K, d) right singular vectors of M̃):
+        #   NC1 term ‖(h - μ_y) V_r S_r^{-1}‖² from the first r columns;
+        #   NCC: argmin_j ‖h - μ_j‖² = argmax_j 2 (h - μ_y)·μ̃_j + (2 μ_y·μ_j - ‖μ_j‖²), dropping
+        #   the class-independent 2 h·μ_G, with (h - μ_y)·μ̃_j = [(h - μ_y) V] S U_jᵀ exactly;
+        #   logits (h - μ_y)·w_j + (μ_y·w_j + b_j).
+        svd = stats.svd
+        gram = means @ means.T
+        self._q = svd.v.shape[1]
+        self._inv_s = 1.0 / svd.s[: svd.rank]
+        self._su_t = (svd.u * svd.s).T.contiguous()
+        self._ncc_offsets = torch.cat([2.0 * gram - torch.diagonal(gram), means.new_zeros(1, k)])
+        blocks = [svd.v]
         self.weight: torch.Tensor | None = None
         self.bias: torch.Tensor | None = None
+        w_offsets = means.new_zeros(k, 0)
         if weight is not None:
             w, b = as_classifier(weight, bias, stats.num_total_classes, stats.dim, means.device)
             kept = stats.classes.to(means.device)
             self.weight = w[kept]
             self.bias = b[kept] if b is not None else None
             blocks.append(self.weight.T)
-            offsets.append(means @ self.weight.T + (self.bias if self.bias is not None else 0.0))
-        self._rhs = torch.cat(blocks, dim=1)
-        zero_row = means.new_zeros(1, self._rhs.shape[1])
-        self._offsets = torch.cat([torch.cat(offsets, dim=1), zero_row])
+            w_offsets = means @ self.weight.T + (self.bias if self.bias is not None else 0.0)
+        self._rhs_t = torch.cat(blocks, dim=1).T.contiguous()
+        self._w_offsets = torch.cat([w_offsets, means.new_zeros(1, w_offsets.shape[1])])
         self._means_ext = torch.cat([means, means.new_zeros(1, means.shape[1])])
-        self._sq_norms = (means * means).sum(1)
         self._table = torch.zeros(k + 1, 6, dtype=_F64, device=means.device)
+        self._work = _Workspace(stats.dim, self._rhs_t.shape[0], means.device)
 
     def update(self, features: Any, labels: Any) -> None:
         """Add a batch (the same batches as in pass 1, in any order and split)."""
         h, y = self._prepare(features, labels)
+        k, r, q = self.stats.num_classes, self.stats.rank, self._q
         y = self.stats.label_map[y]
-        k, r = self.stats.num_classes, self.stats.rank
         y = torch.where(y < 0, torch.full_like(y, k), y)
-        for hs, ys in _chunks(h, y):
-            hc = hs.to(_F64) - self._means_ext.index_select(0, ys)
-            z = hc @ self._rhs + self._offsets.index_select(0, ys)
-            ncc = (2.0 * z[:, r : r + k] - self._sq_norms).argmax(1)
-            cols = [
-                torch.linalg.vector_norm(hc, dim=1).square(),
-                z[:, :r].square().sum(1),
-                (ncc == ys).to(_F64),
-            ]
+        work, cols = self._work, self._rhs_t.shape[0]
+        for h_out, y_out in chunk_rows(h, y, work.outer):
+            m = h_out.shape[0]
+            z_out, sq = work.zs[:m], work.sq[:m]
+            for start in range(0, m, work.inner):
+                ys = y_out[start : start + work.inner]
+                rows = h_out[start : start + work.inner]
+                n = rows.shape[0]
+                gathered, hc = work.g[:n], work.h[:n]
+                torch.index_select(self._means_ext, 0, ys, out=gathered)
+                torch.sub(rows, gathered, out=hc)  # promotes to float64 in the same pass
+                z = work.z.view(-1)[: cols * n].view(cols, n)
+                torch.mm(self._rhs_t, hc.T, out=z)
+                z_out[start : start + n].copy_(z.T)
+                torch.linalg.vector_norm(hc, dim=1, out=sq[start : start + n])
+            coords = z_out[:, :q]
+            ncc = torch.addmm(self._ncc_offsets.index_select(0, y_out), coords, self._su_t)
+            ncc_pred = ncc.argmax(1)
+            per_sample = torch.zeros(m, 6, dtype=_F64, device=z_out.device)
+            per_sample[:, _WITHIN] = sq.square()
+            per_sample[:, _PROJ] = (coords[:, :r] * self._inv_s).square().sum(1)
+            per_sample[:, _NCC_OK] = ncc_pred == y_out
             if self.weight is not None:
-                pred = z[:, r + k :].argmax(1)
-                cols += [(pred == ys).to(_F64), (pred != ncc).to(_F64)]
-            else:
-                cols += [torch.zeros_like(cols[0])] * 2
-            cols.append(torch.ones_like(cols[0]))
-            self._table.index_add_(0, ys, torch.stack(cols, dim=1))
+                logits = z_out[:, q:] + self._w_offsets.index_select(0, y_out)
+                pred = logits.argmax(1)
+                per_sample[:, _CLS_OK] = pred == y_out
+                per_sample[:, _MISMATCH] = pred != ncc_pred
+            per_sample[:, _COUNT] = 1.0
+            self._table.index_add_(0, y_out, per_sample)
 
     def merge(self, other: CollapseAccumulator) -> CollapseAccumulator:
         """Add the state of ``other`` (built from the same pass-1 statistics); returns self."""

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from nclab.metrics._inputs import as_classifier, as_features, as_labels
-from nclab.metrics.accumulators import ClassMeans, _chunks
+from nclab.metrics.accumulators import ClassMeans, chunk_rows
 from nclab.metrics.options import MetricOptions
 
 __all__ = ["MSEDecomposition", "mse_decomposition"]
@@ -105,7 +105,8 @@ def mse_decomposition(
 
     sigma_w = torch.zeros(d, d, dtype=_F64, device=dev)
     sq_err = torch.zeros((), dtype=_F64, device=dev)
-    for hs, ys in _chunks(h, y):
+    rows = max(1, (1 << 22) // d)
+    for hs, ys in chunk_rows(h, y, rows):
         h64 = hs.to(_F64)
         hc = h64 - means.index_select(0, ys)
         sigma_w += hc.T @ hc

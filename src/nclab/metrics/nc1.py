@@ -23,30 +23,49 @@ between-class scatter vanishes and NC1 is +inf, or NaN when the within-class sca
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-__all__ = ["between_class_basis", "cdnv", "pair_distances_sq"]
+__all__ = ["BetweenClassSVD", "between_class_svd", "cdnv", "pair_distances_sq"]
 
 
-def between_class_basis(
+@dataclass(frozen=True)
+class BetweenClassSVD:
+    """Thin SVD M̃ = U diag(s) Vᵀ (float64) and the numerical rank r used for Σ_B^†.
+
+    ``u`` is K x q, ``s`` has q entries in decreasing order, ``v`` is d x q, q = min(K, d).
+    """
+
+    u: torch.Tensor
+    s: torch.Tensor
+    v: torch.Tensor
+    rank: int
+
+    @property
+    def basis(self) -> torch.Tensor:
+        """P = V_r S_r^{-1} (d x r): NC1 = (1/N) ‖H̃ P‖²_F."""
+        return self.v[:, : self.rank] / self.s[: self.rank]
+
+
+def between_class_svd(
     centred_means: torch.Tensor, rank_rtol: float | None = None
-) -> tuple[torch.Tensor, int]:
-    """P = V_r S_r^{-1} (d x r) from the thin SVD of M̃ (K x d), and the rank r.
+) -> BetweenClassSVD:
+    """Thin SVD of M̃ (K x d) in float64, with its rank for the pseudo-inverse of Σ_B.
 
     The rank is the number of singular values above ``rank_rtol * s_max`` (default
-    ``max(K, d) * eps(float64)``), capped at K - 1. Computed in float64 whatever the input.
+    ``max(K, d) * eps(float64)``, numpy's ``matrix_rank`` rule), capped at K - 1, the rank of
+    centred means in exact arithmetic; 0 when M̃ = 0.
     """
     m = centred_means.to(torch.float64)
     k, d = m.shape
-    _, s, vh = torch.linalg.svd(m, full_matrices=False)
+    u, s, vh = torch.linalg.svd(m, full_matrices=False)
     rtol = max(k, d) * torch.finfo(torch.float64).eps if rank_rtol is None else rank_rtol
-    s_max = float(s[0]) if s.numel() else 0.0
-    if s_max == 0.0 or not math.isfinite(s_max):
-        return m.new_zeros(d, 0), 0
-    rank = min(int((s > rtol * s_max).sum()), k - 1)
-    basis = vh[:rank].T / s[:rank].unsqueeze(0)
-    return basis, rank
+    s_max = float(s[0])
+    rank = 0
+    if s_max > 0.0 and math.isfinite(s_max):
+        rank = min(int((s > rtol * s_max).sum()), k - 1)
+    return BetweenClassSVD(u=u, s=s, v=vh.T, rank=rank)
 
 
 def pair_distances_sq(centred_means: torch.Tensor) -> torch.Tensor:
