@@ -343,11 +343,11 @@ class CollapseAccumulator(_Accumulator):
             z_out, sq = work.zs[:m], work.sq[:m]
             for start in range(0, m, work.inner):
                 ys = y_out[start : start + work.inner]
-                rows = h_out[start : start + work.inner]
-                n = rows.shape[0]
-                gathered, hc = work.g[:n], work.h[:n]
+                hc = work.load(h_out[start : start + work.inner])
+                n = hc.shape[0]
+                gathered = work.g[:n]
                 torch.index_select(self._means_ext, 0, ys, out=gathered)
-                torch.sub(rows, gathered, out=hc)  # promotes to float64 in the same pass
+                hc.sub_(gathered)
                 z = work.z.view(-1)[: cols * n].view(cols, n)
                 torch.mm(self._rhs_t, hc.T, out=z)
                 z_out[start : start + n].copy_(z.T)

@@ -1,0 +1,266 @@
+"""Full-batch solvers for the UFM family, in torch (CPU or CUDA, float64 by default).
+
+* ``lbfgs``: quasi-Newton (torch's L-BFGS with a strong-Wolfe line search) stopped when the
+  Euclidean norm of the full gradient is at most ``tol``. With bounds (non-negative features) it
+  is scipy's L-BFGS-B on the host, stopped on the norm of the *projected* gradient (the gradient
+  with the components that push a variable at its bound further out set to 0).
+* ``gd``: gradient descent with a fixed step and optional heavy-ball momentum (projected onto the
+  bounds), for studying dynamics; stopped on the same gradient norm or after ``max_iter`` steps.
+
+A run that stops without meeting the tolerance says so (``converged=False``); nothing downstream
+presents it as the optimum.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["METHODS", "SolverResult", "minimize"]
+
+METHODS: tuple[str, ...] = ("lbfgs", "gd")
+
+Objective = Callable[[Sequence[torch.Tensor]], torch.Tensor]
+Recorder = Callable[[int, Sequence[torch.Tensor]], dict[str, float]]
+
+
+@dataclass
+class SolverResult:
+    """Where a solver stopped: parameters, value, gradient norm, iterations, and the path."""
+
+    params: list[torch.Tensor]
+    objective: float
+    gradient_norm: float
+    iterations: int
+    converged: bool
+    method: str
+    path: list[dict[str, float]] = field(default_factory=list)
+
+
+def _value_and_grad(
+    fn: Objective, params: Sequence[torch.Tensor]
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    for p in params:
+        p.grad = None
+    value = fn(params)
+    grads = list(torch.autograd.grad(value, list(params)))
+    return value.detach(), grads
+
+
+def _projected_norm(
+    params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], bounded: Sequence[bool]
+) -> float:
+    total = torch.zeros((), dtype=torch.float64, device=params[0].device)
+    for p, g, b in zip(params, grads, bounded, strict=True):
+        if b:
+            g = torch.where((p <= 0) & (g > 0), torch.zeros_like(g), g)
+        total = total + g.to(torch.float64).square().sum()
+    return float(total.sqrt())
+
+
+def minimize(
+    params: Sequence[torch.Tensor],
+    fn: Objective,
+    *,
+    method: str = "lbfgs",
+    tol: float = 1e-8,
+    max_iter: int = 20_000,
+    lr: float = 0.1,
+    momentum: float = 0.0,
+    bounded: Sequence[bool] | None = None,
+    record_every: int = 0,
+    recorder: Recorder | None = None,
+) -> SolverResult:
+    """Minimize ``fn(params)`` from the given starting point (the tensors are updated in place).
+
+    Parameters
+    ----------
+    params : leaf tensors (requires_grad is set here).
+    fn : the objective, a scalar tensor function of ``params``.
+    method : ``"lbfgs"`` or ``"gd"``.
+    tol : stop when the (projected) gradient norm is at most ``tol``.
+    max_iter : most iterations (L-BFGS iterations, or gradient steps).
+    lr, momentum : step and heavy-ball momentum of ``gd``.
+    bounded : per tensor, whether it is constrained to be >= 0.
+    record_every : call ``recorder(iteration, params)`` every this many iterations (0: never).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+    if not tol > 0:
+        raise ValueError(f"tol: expected a positive tolerance, got {tol!r}")
+    bounds = list(bounded) if bounded is not None else [False] * len(params)
+    ps = [p.detach().clone().requires_grad_(True) for p in params]
+    for p, b in zip(ps, bounds, strict=True):
+        if b:
+            with torch.no_grad():
+                p.clamp_(min=0.0)
+    path: list[dict[str, float]] = []
+
+    def record(iteration: int) -> None:
+        if recorder is not None and record_every and iteration % record_every == 0:
+            path.append(recorder(iteration, [p.detach() for p in ps]))
+
+    if method == "gd":
+        result = _gradient_descent(ps, fn, tol, max_iter, lr, momentum, bounds, record)
+    elif any(bounds):
+        result = _lbfgs_b(ps, fn, tol, max_iter, bounds, record)
+    else:
+        result = _lbfgs(ps, fn, tol, max_iter, record)
+    result.path = path
+    return result
+
+
+def _gradient_descent(
+    ps: list[torch.Tensor],
+    fn: Objective,
+    tol: float,
+    max_iter: int,
+    lr: float,
+    momentum: float,
+    bounds: list[bool],
+    record: Callable[[int], None],
+) -> SolverResult:
+    if not lr > 0:
+        raise ValueError(f"lr: expected a positive step, got {lr!r}")
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"momentum: expected a value in [0, 1), got {momentum!r}")
+    velocity = [torch.zeros_like(p) for p in ps]
+    iteration = 0
+    value, grads = _value_and_grad(fn, ps)
+    record(0)
+    norm = _projected_norm(ps, grads, bounds)
+    while norm > tol and iteration < max_iter:
+        with torch.no_grad():
+            for p, g, v, b in zip(ps, grads, velocity, bounds, strict=True):
+                v.mul_(momentum).add_(g)
+                p.sub_(lr * v)
+                if b:
+                    p.clamp_(min=0.0)
+        iteration += 1
+        value, grads = _value_and_grad(fn, ps)
+        norm = _projected_norm(ps, grads, bounds)
+        record(iteration)
+        if not torch.isfinite(value):
+            break
+    return SolverResult(
+        params=[p.detach() for p in ps],
+        objective=float(value),
+        gradient_norm=norm,
+        iterations=iteration,
+        converged=norm <= tol,
+        method="gd",
+    )
+
+
+def _lbfgs(
+    ps: list[torch.Tensor], fn: Objective, tol: float, max_iter: int, record: Callable[[int], None]
+) -> SolverResult:
+    opt = torch.optim.LBFGS(
+        ps,
+        lr=1.0,
+        max_iter=1,
+        max_eval=25,  # the line search's budget within one iteration
+        history_size=50,
+        tolerance_grad=0.0,
+        tolerance_change=0.0,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        value = fn(ps)
+        value.backward()
+        return value
+
+    record(0)
+    iteration, stalled = 0, 0
+    value, grads = _value_and_grad(fn, ps)
+    norm = _projected_norm(ps, grads, [False] * len(ps))
+    best = float(value)
+    while norm > tol and iteration < max_iter:
+        opt.step(closure)
+        iteration += 1
+        value, grads = _value_and_grad(fn, ps)
+        norm = _projected_norm(ps, grads, [False] * len(ps))
+        record(iteration)
+        # A line search that can no longer decrease the objective (machine precision) stalls.
+        stalled = stalled + 1 if float(value) >= best else 0
+        best = min(best, float(value))
+        if stalled >= 20 or not torch.isfinite(value):
+            break
+    return SolverResult(
+        params=[p.detach() for p in ps],
+        objective=float(value),
+        gradient_norm=norm,
+        iterations=iteration,
+        converged=norm <= tol,
+        method="lbfgs",
+    )
+
+
+def _lbfgs_b(
+    ps: list[torch.Tensor],
+    fn: Objective,
+    tol: float,
+    max_iter: int,
+    bounds: list[bool],
+    record: Callable[[int], None],
+) -> SolverResult:
+    from scipy.optimize import minimize as scipy_minimize
+
+    shapes = [p.shape for p in ps]
+    sizes = [p.numel() for p in ps]
+    device, dtype = ps[0].device, ps[0].dtype
+
+    def unpack(x: np.ndarray) -> list[torch.Tensor]:
+        flat = torch.from_numpy(x).to(device=device, dtype=dtype)
+        return [
+            t.reshape(s).requires_grad_(True)
+            for t, s in zip(flat.split(sizes), shapes, strict=True)
+        ]
+
+    def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
+        tensors = unpack(x)
+        value, grads = _value_and_grad(fn, tensors)
+        flat_grad = torch.cat([g.reshape(-1) for g in grads]).to(torch.float64).cpu().numpy()
+        return float(value), flat_grad
+
+    counter = {"iteration": 0}
+
+    def callback(xk: Any) -> None:
+        counter["iteration"] += 1
+        current = unpack(np.asarray(xk))
+        for p, c in zip(ps, current, strict=True):
+            with torch.no_grad():
+                p.copy_(c)
+        record(counter["iteration"])
+
+    x0 = torch.cat([p.detach().reshape(-1) for p in ps]).to(torch.float64).cpu().numpy()
+    box: list[tuple[float | None, float | None]] = []
+    for size, b in zip(sizes, bounds, strict=True):
+        box.extend([(0.0, None)] * size if b else [(None, None)] * size)
+    record(0)
+    res = scipy_minimize(
+        fun,
+        x0,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=box,
+        callback=callback,
+        options={"maxiter": max_iter, "maxcor": 50, "gtol": tol / 10, "ftol": 0.0, "maxls": 50},
+    )
+    final = unpack(np.asarray(res.x))
+    value, grads = _value_and_grad(fn, final)
+    norm = _projected_norm(final, grads, bounds)
+    return SolverResult(
+        params=[p.detach() for p in final],
+        objective=float(value),
+        gradient_norm=norm,
+        iterations=int(res.nit),
+        converged=norm <= tol,
+        method="lbfgs-b",
+    )
