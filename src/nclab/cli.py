@@ -1,4 +1,4 @@
-"""The ``nclab`` command line: ``nclab demo``, ``nclab metrics FILE``."""
+"""The ``nclab`` command line: ``nclab demo``, ``nclab metrics FILE``, ``nclab solve MODEL``."""
 
 from __future__ import annotations
 
@@ -118,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="measure only the classes with samples instead of failing on an empty class",
     )
     met.set_defaults(func=_cmd_metrics)
+
+    from nclab.models.cli import add_solve_parser
+
+    add_solve_parser(sub)
     return parser
 
 

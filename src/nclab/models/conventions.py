@@ -21,7 +21,13 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-__all__ = ["CONVENTIONS", "Convention", "check_penalty", "to_standard_feature", "to_standard_weight"]
+__all__ = [
+    "CONVENTIONS",
+    "Convention",
+    "check_penalty",
+    "to_standard_feature",
+    "to_standard_weight",
+]
 
 Convention = Literal["standard", "tirer"]
 CONVENTIONS: tuple[str, ...] = ("standard", "tirer")

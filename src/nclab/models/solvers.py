@@ -171,27 +171,46 @@ def _lbfgs(
     )
 
     def closure() -> torch.Tensor:
-        opt.zero_grad()
         value = fn(ps)
-        value.backward()
-        return value
+        for p, g in zip(ps, torch.autograd.grad(value, ps), strict=True):
+            p.grad = g
+        return value.detach()
 
     record(0)
+    free = [False] * len(ps)
     iteration, stalled = 0, 0
     value, grads = _value_and_grad(fn, ps)
-    norm = _projected_norm(ps, grads, [False] * len(ps))
-    best = float(value)
+    norm = _projected_norm(ps, grads, free)
+    best_value, polishing = float(value), False
+    best_norm, best_point = norm, [p.detach().clone() for p in ps]
     while norm > tol and iteration < max_iter:
-        opt.step(closure)
+        opt.step(closure)  # type: ignore[no-untyped-call]
         iteration += 1
         value, grads = _value_and_grad(fn, ps)
-        norm = _projected_norm(ps, grads, [False] * len(ps))
+        norm = _projected_norm(ps, grads, free)
         record(iteration)
-        # A line search that can no longer decrease the objective (machine precision) stalls.
-        stalled = stalled + 1 if float(value) >= best else 0
-        best = min(best, float(value))
-        if stalled >= 20 or not torch.isfinite(value):
+        if not torch.isfinite(value):
             break
+        if norm < best_norm:
+            best_norm, best_point, stalled = norm, [p.detach().clone() for p in ps], 0
+        elif polishing:
+            stalled += 1
+        if not polishing:
+            # Near the minimizer the objective changes by less than its rounding error, so the
+            # line search stops making progress: switch to unit quasi-Newton steps, judged by the
+            # gradient norm instead of the objective.
+            stalled = stalled + 1 if float(value) >= best_value else 0
+            best_value = min(best_value, float(value))
+            if stalled >= 5:
+                polishing, stalled = True, 0
+                opt.param_groups[0]["line_search_fn"] = None
+        if polishing and stalled >= 20:
+            break
+    with torch.no_grad():
+        for p, b in zip(ps, best_point, strict=True):
+            p.copy_(b)
+    value, grads = _value_and_grad(fn, ps)
+    norm = _projected_norm(ps, grads, free)
     return SolverResult(
         params=[p.detach() for p in ps],
         objective=float(value),
@@ -220,7 +239,7 @@ def _lbfgs_b(
         flat = torch.from_numpy(x).to(device=device, dtype=dtype)
         return [
             t.reshape(s).requires_grad_(True)
-            for t, s in zip(flat.split(sizes), shapes, strict=True)
+            for t, s in zip(torch.split(flat, sizes), shapes, strict=True)
         ]
 
     def fun(x: np.ndarray) -> tuple[float, np.ndarray]:

@@ -27,7 +27,9 @@ from nclab.models.solvers import SolverResult, minimize
 __all__ = ["UFM", "UFMSolution", "class_labels"]
 
 
-def class_labels(num_classes: int, per_class: int, device: torch.device | str = "cpu") -> torch.Tensor:
+def class_labels(
+    num_classes: int, per_class: int, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """Balanced labels in class-major order: 0 (n times), 1 (n times), ..."""
     return torch.arange(num_classes, device=device).repeat_interleave(per_class)
 
@@ -171,7 +173,11 @@ class UFM:
         return theory.softmax_prediction(self.loss, k, n, lw, lh, self.bias, lb)
 
     def initial_point(
-        self, generator: torch.Generator, device: torch.device | str, dtype: torch.dtype, scale: float
+        self,
+        generator: torch.Generator,
+        device: torch.device | str,
+        dtype: torch.dtype,
+        scale: float,
     ) -> list[torch.Tensor]:
         k, d, big_n = self.num_classes, self.dim, self.num_samples
         w = scale * torch.randn(k, d, generator=generator, dtype=torch.float64)

@@ -1,0 +1,217 @@
+"""``nclab solve ufm`` and ``nclab solve extended-ufm``: solve a model, compare with its theorem."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from typing import Any
+
+from nclab.losses import LOSSES, make_loss
+from nclab.metrics import CollapseReport
+from nclab.models.conventions import CONVENTIONS
+from nclab.models.extended import ACTIVATIONS, ExtendedUFM
+from nclab.models.solvers import METHODS
+from nclab.models.theory import Prediction
+from nclab.models.ufm import UFM
+
+__all__ = ["add_solve_parser"]
+
+EXIT_NOT_CONVERGED = 3
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
+
+
+def _theory(model: UFM | ExtendedUFM) -> tuple[Prediction | None, str | None]:
+    try:
+        return model.theory(), None
+    except ValueError as err:
+        return None, str(err)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--classes", type=int, required=True, help="K, number of classes")
+    parser.add_argument("--per-class", type=int, required=True, help="n, samples per class")
+    parser.add_argument("--dim", type=int, required=True, help="d, feature dimension")
+    parser.add_argument(
+        "--convention",
+        choices=CONVENTIONS,
+        default="standard",
+        help="normalization of the λ's: standard (Zhu et al. 2021, default) or tirer "
+        "(Tirer & Bruna 2022 / Tirer et al. 2023)",
+    )
+    parser.add_argument("--method", choices=METHODS, default="lbfgs", help="solver (default lbfgs)")
+    parser.add_argument("--restarts", type=int, default=1, help="random restarts, best kept")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--tol", type=float, default=1e-8, help="gradient-norm tolerance (1e-8)")
+    parser.add_argument("--max-iter", type=int, default=20_000, help="iteration limit (20,000)")
+    parser.add_argument("--lr", type=float, default=0.1, help="step of --method gd (0.1)")
+    parser.add_argument("--momentum", type=float, default=0.0, help="momentum of --method gd (0)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def add_solve_parser(sub: Any) -> None:
+    """Register ``nclab solve`` and its two models on the top-level subparsers."""
+    solve = sub.add_parser("solve", help="solve an unconstrained-features model numerically")
+    models = solve.add_subparsers(dest="model", required=True)
+
+    ufm = models.add_parser("ufm", help="the UFM: min (1/N)Σℓ(Wh+b) + λ_W/2‖W‖² + λ_H/2‖H‖²")
+    ufm.add_argument("--loss", choices=LOSSES, required=True, help="loss ℓ")
+    ufm.add_argument("--bias", action="store_true", help="include a bias b")
+    ufm.add_argument("--lambda-b", type=float, default=0.0, help="bias penalty (0: unregularized)")
+    ufm.add_argument("--nonneg", action="store_true", help="constrain the features H >= 0")
+    ufm.add_argument("--smoothing", type=float, default=0.0, help="α of --loss ls")
+    ufm.add_argument("--gamma", type=float, default=0.0, help="γ of --loss focal")
+    ufm.add_argument("--lambda-w", type=float, required=True, help="weight penalty λ_W")
+    ufm.add_argument("--lambda-h", type=float, required=True, help="feature penalty λ_H")
+    _common(ufm)
+    ufm.set_defaults(func=_cmd_ufm)
+
+    ext = models.add_parser(
+        "extended-ufm", help="the extended UFM W2 σ(W1 H1) of Tirer & Bruna (MSE)"
+    )
+    ext.add_argument("--activation", choices=ACTIVATIONS, required=True, help="σ")
+    ext.add_argument("--depth", type=int, default=1, help="hidden layers L (default 1)")
+    ext.add_argument("--lambda-w2", type=float, required=True, help="classifier penalty λ_W2")
+    ext.add_argument(
+        "--lambda-w1", type=float, required=True, help="hidden-weight penalty λ_W1 (every layer)"
+    )
+    ext.add_argument("--lambda-h1", type=float, required=True, help="feature penalty λ_H1")
+    _common(ext)
+    ext.set_defaults(func=_cmd_extended)
+
+
+def _solver_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "method": args.method,
+        "restarts": args.restarts,
+        "seed": args.seed,
+        "device": args.device,
+        "tol": args.tol,
+        "max_iter": args.max_iter,
+        "lr": args.lr,
+        "momentum": args.momentum,
+    }
+
+
+def _emit(
+    args: argparse.Namespace,
+    result: dict[str, Any],
+    pred: Prediction | None,
+    note: str | None,
+    reports: dict[str, CollapseReport],
+) -> int:
+    if args.json:
+        print(json.dumps(_finite(result)))
+    else:
+        status = "converged" if result["converged"] else "NOT converged"
+        print(
+            f"{status}: objective {result['objective']:.12g}, gradient norm {result['gradient_norm']:.2e}, "
+            f"{result['iterations']} iterations ({result['method']})"
+        )
+        if pred is None:
+            print(f"theory: none ({note})")
+        else:
+            print(f"theory: objective {pred.objective:.12g}, geometry {pred.geometry}")
+        theory = result["theory"] or {}
+        for key, value in result["solution"].items():
+            predicted = theory.get(key)
+            extra = f"   theory {predicted:.8g}" if isinstance(predicted, float) else ""
+            print(f"  {key:<16} {value:.8g}{extra}")
+        for name, report in reports.items():
+            r = report.as_dict()
+            print(
+                f"  {name}: nc1 {r['nc1']:.3g}, nc2_etf_means {r['nc2_etf_means']:.3g}, "
+                f"nc2_of_means {r['nc2_of_means']:.3g}"
+            )
+    return 0 if result["converged"] else EXIT_NOT_CONVERGED
+
+
+def _cmd_ufm(args: argparse.Namespace) -> int:
+    model = UFM(
+        make_loss(args.loss, smoothing=args.smoothing, gamma=args.gamma),
+        args.classes,
+        args.per_class,
+        args.dim,
+        args.lambda_w,
+        args.lambda_h,
+        bias=args.bias,
+        lambda_b=args.lambda_b,
+        nonneg=args.nonneg,
+        convention=args.convention,
+    )
+    pred, note = _theory(model)
+    sol = model.solve(**_solver_kwargs(args))
+    report = sol.metrics()
+    theory = None
+    if pred is not None:
+        theory = {
+            "objective": pred.objective,
+            "geometry": pred.geometry,
+            "feature_norm_sq": pred.feature_norm_sq,
+            "weight_norm_sq": pred.weight_norm_sq,
+            "margin": pred.margin,
+            "bias": pred.bias,
+            **pred.extra,
+        }
+    result = {
+        "model": "ufm",
+        "loss": model.loss.describe(),
+        "convention": model.convention,
+        "converged": sol.converged,
+        "objective": sol.objective,
+        "gradient_norm": sol.gradient_norm,
+        "iterations": sol.iterations,
+        "method": sol.method,
+        "restart_objectives": sol.restart_objectives,
+        "theory": theory,
+        "theory_note": note,
+        "solution": sol.summary(),
+        "metrics": report.as_dict(),
+    }
+    return _emit(args, result, pred, note, {"H": report})
+
+
+def _cmd_extended(args: argparse.Namespace) -> int:
+    if args.depth < 1:
+        raise ValueError(f"--depth: expected at least 1 hidden layer, got {args.depth}")
+    model = ExtendedUFM(
+        args.classes,
+        args.per_class,
+        args.dim,
+        args.lambda_w2,
+        (args.lambda_w1,) * args.depth,
+        args.lambda_h1,
+        activation=args.activation,
+        convention=args.convention,
+    )
+    pred, note = _theory(model)
+    sol = model.solve(**_solver_kwargs(args))
+    reports = sol.metrics()
+    theory = None
+    if pred is not None:
+        theory = {"objective": pred.objective, "geometry": pred.geometry, **pred.extra}
+    result = {
+        "model": "extended-ufm",
+        "activation": model.activation,
+        "depth": model.depth,
+        "convention": model.convention,
+        "converged": sol.converged,
+        "objective": sol.objective,
+        "gradient_norm": sol.gradient_norm,
+        "iterations": sol.iterations,
+        "method": sol.method,
+        "restart_objectives": sol.restart_objectives,
+        "theory": theory,
+        "theory_note": note,
+        "solution": sol.summary(),
+        "metrics": {name: r.as_dict() for name, r in reports.items()},
+    }
+    return _emit(args, result, pred, note, reports)
