@@ -36,7 +36,7 @@ from scipy import optimize
 from nclab.losses import Loss
 from nclab.metrics import CollapseReport, measure
 from nclab.models.conventions import check_penalty, to_standard_feature, to_standard_weight
-from nclab.models.solvers import SolverResult, minimize
+from nclab.models.solvers import minimize, multistart
 from nclab.models.theory import Prediction
 from nclab.models.ufm import _check_size, class_labels
 
@@ -281,42 +281,32 @@ class ExtendedUFM:
                 "nc3_duality": rep["nc3_duality"],
             }
 
-        results: list[SolverResult] = []
-        for _ in range(restarts):
-            start = self.initial_point(gen, device, dtype, init_scale)
+        options: dict[str, Any] = {"method": method, "max_iter": max_iter, "lr": lr}
+        options["momentum"] = momentum
+
+        def follow_branch(start: list[torch.Tensor]) -> list[torch.Tensor]:
             for factor in continuation:
                 easier = self.scaled(factor)
 
                 def easier_fn(params: Any, model: ExtendedUFM = easier) -> torch.Tensor:
                     return model.objective(params[0], list(params[1 : 1 + depth]), params[-1])
 
-                start = minimize(
-                    start,
-                    easier_fn,
-                    method=method,
-                    tol=max(tol, 1e-6),
-                    max_iter=max_iter,
-                    lr=lr,
-                    momentum=momentum,
-                ).params
-            results.append(
-                minimize(
-                    start,
-                    fn,
-                    method=method,
-                    tol=tol,
-                    max_iter=max_iter,
-                    lr=lr,
-                    momentum=momentum,
-                    record_every=record_every,
-                    recorder=recorder if record_every else None,
-                )
-            )
+                start = minimize(start, easier_fn, tol=max(tol, 1e-6), **options).params
+            return start
+
         # W = H = 0 is always a stationary point (every term of the gradient has a zero factor),
         # and beyond the threshold it is the global minimizer: it is one more candidate.
         zeros = [torch.zeros_like(p) for p in self.initial_point(gen, device, dtype, 0.0)]
-        results.append(minimize(zeros, fn, method=method, tol=tol, max_iter=1))
-        best = min(results, key=lambda r: (not r.converged, r.objective))
+        best, results = multistart(
+            (self.initial_point(gen, device, dtype, init_scale) for _ in range(restarts)),
+            fn,
+            warm_up=follow_branch,
+            extra_starts=[zeros],
+            tol=tol,
+            record_every=record_every,
+            recorder=recorder if record_every else None,
+            **options,
+        )
         hidden = list(best.params[1 : 1 + depth])
         return ExtendedSolution(
             model=self,

@@ -13,14 +13,14 @@ presents it as the optimum.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["METHODS", "SolverResult", "minimize"]
+__all__ = ["METHODS", "SolverResult", "minimize", "multistart"]
 
 METHODS: tuple[str, ...] = ("lbfgs", "gd")
 
@@ -112,6 +112,23 @@ def minimize(
         result = _lbfgs(ps, fn, tol, max_iter, record)
     result.path = path
     return result
+
+
+def multistart(
+    starts: Iterable[list[torch.Tensor]],
+    fn: Objective,
+    *,
+    warm_up: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None,
+    extra_starts: Sequence[list[torch.Tensor]] = (),
+    **options: Any,
+) -> tuple[SolverResult, list[SolverResult]]:
+    """:func:`minimize` from each start (after ``warm_up``, if given) and from each of
+    ``extra_starts`` as they are; returns the best result (converged first, then the lowest
+    objective) and all of them."""
+    results = [minimize(warm_up(s) if warm_up else s, fn, **options) for s in starts]
+    results += [minimize(s, fn, **options) for s in extra_starts]
+    best = min(results, key=lambda r: (not r.converged, r.objective))
+    return best, results
 
 
 def _gradient_descent(

@@ -22,7 +22,7 @@ from nclab.losses import Loss
 from nclab.metrics import CollapseReport, measure
 from nclab.models import theory
 from nclab.models.conventions import check_penalty, to_standard_feature, to_standard_weight
-from nclab.models.solvers import SolverResult, minimize
+from nclab.models.solvers import multistart
 
 __all__ = ["UFM", "UFMSolution", "class_labels"]
 
@@ -228,24 +228,18 @@ class UFM:
                 "nc3_duality": rep["nc3_duality"],
             }
 
-        results: list[SolverResult] = []
-        for _ in range(restarts):
-            start = self.initial_point(gen, device, dtype, init_scale)
-            results.append(
-                minimize(
-                    start,
-                    fn,
-                    method=method,
-                    tol=tol,
-                    max_iter=max_iter,
-                    lr=lr,
-                    momentum=momentum,
-                    bounded=[False, self.nonneg, False][: len(start)],
-                    record_every=record_every,
-                    recorder=recorder if record_every else None,
-                )
-            )
-        best = min(results, key=lambda r: (not r.converged, r.objective))
+        best, results = multistart(
+            (self.initial_point(gen, device, dtype, init_scale) for _ in range(restarts)),
+            fn,
+            method=method,
+            tol=tol,
+            max_iter=max_iter,
+            lr=lr,
+            momentum=momentum,
+            bounded=[False, self.nonneg, False][: 3 if self.bias else 2],
+            record_every=record_every,
+            recorder=recorder if record_every else None,
+        )
         return UFMSolution(
             model=self,
             weight=best.params[0],
