@@ -75,11 +75,13 @@ def run_demo(
     }
     out = Path(out_dir)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2))
-    _plot(rows, num_classes, dim, out / "collapse.png")
+    _plot(rows, num_classes, dim, radius, out / "collapse.png")
     return results
 
 
-def _plot(rows: list[dict[str, Any]], num_classes: int, dim: int, path: Path) -> None:
+def _plot(
+    rows: list[dict[str, Any]], num_classes: int, dim: int, radius: float, path: Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -87,17 +89,21 @@ def _plot(rows: list[dict[str, Any]], num_classes: int, dim: int, path: Path) ->
 
     sig = np.array([r["sigma"] for r in rows])
     fig, ax = plt.subplots(figsize=(5.5, 4))
+    ratio = r"tr $\Sigma_W$ / tr $\Sigma_B$"
     ax.loglog(sig, [r["metrics"]["nc1"] for r in rows], "o", label="NC1 measured")
-    ax.loglog(sig, [r["theory_nc1"] for r in rows], "-", label="NC1 theory σ²(K-1)²/(Kρ²)")
     ax.loglog(
-        sig, [r["metrics"]["nc1_trace_ratio"] for r in rows], "s", label="tr Σ_W/tr Σ_B measured"
+        sig, [r["theory_nc1"] for r in rows], "-", label=r"NC1 theory $\sigma^2(K-1)^2/(K\rho^2)$"
     )
+    ax.loglog(sig, [r["metrics"]["nc1_trace_ratio"] for r in rows], "s", label=f"{ratio} measured")
     ax.loglog(
-        sig, [r["theory_trace_ratio"] for r in rows], "--", label="tr Σ_W/tr Σ_B theory dσ²/ρ²"
+        sig,
+        [r["theory_trace_ratio"] for r in rows],
+        "--",
+        label=ratio + r" theory $d\sigma^2/\rho^2$",
     )
-    ax.set_xlabel("within-class noise σ")
+    ax.set_xlabel(rf"within-class noise $\sigma$ (class means at radius $\rho$ = {radius:g})")
     ax.set_ylabel("within-class variability (dimensionless)")
-    ax.set_title(f"Collapse of Gaussian classes around a simplex ETF (K={num_classes}, d={dim})")
+    ax.set_title(f"Gaussian classes around a simplex ETF\nK = {num_classes}, d = {dim}")
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
