@@ -138,3 +138,16 @@ def test_torch_cuda_or_cpu_tensors_keep_their_device(rng: np.random.Generator) -
     acc = ClassMeans(3)
     acc.update(h, torch.from_numpy(labels).to(device))
     assert acc.compute().means.device.type == device
+
+
+def test_mask_equals_measuring_the_subset(rng: np.random.Generator) -> None:
+    feats, labels = gaussian_classes(rng, 4, 30, 6)
+    w = rng.standard_normal((4, 6))
+    keep = rng.random(len(labels)) < 0.6
+    feats_nan = feats.copy()
+    feats_nan[~keep] = np.nan  # masked-out samples are not read into any statistic
+    means = ClassMeans(4)
+    means.update(feats_nan, labels, mask=keep)
+    acc = CollapseAccumulator(means.compute(), w)
+    acc.update(feats_nan, labels, mask=keep)
+    assert_reports_equal(measure(feats[keep], labels[keep], w).as_dict(), acc.compute().as_dict())

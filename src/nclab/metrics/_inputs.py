@@ -72,6 +72,20 @@ def as_labels(y: Any, num_rows: int, device: torch.device, name: str = "labels")
     return t.to(device=device, dtype=torch.int64)
 
 
+def as_mask(
+    mask: Any, num_rows: int, device: torch.device, name: str = "mask"
+) -> torch.Tensor | None:
+    """An optional boolean sample mask of shape (N,) on ``device``."""
+    if mask is None:
+        return None
+    t = to_tensor(mask, name)
+    if t.dtype != torch.bool:
+        raise TypeError(f"{name}: expected a boolean array, got dtype {t.dtype}")
+    if t.shape != (num_rows,):
+        raise ValueError(f"{name}: expected shape ({num_rows},), got {tuple(t.shape)}")
+    return t.to(device)
+
+
 def as_classifier(
     weight: Any, bias: Any, num_classes: int, dim: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor | None]:

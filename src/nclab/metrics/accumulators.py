@@ -28,7 +28,13 @@ import torch
 from nclab.metrics import nc1 as _nc1
 from nclab.metrics import nc2 as _nc2
 from nclab.metrics import nc3 as _nc3
-from nclab.metrics._inputs import as_classifier, as_features, as_labels, check_num_classes
+from nclab.metrics._inputs import (
+    as_classifier,
+    as_features,
+    as_labels,
+    as_mask,
+    check_num_classes,
+)
 from nclab.metrics.options import MetricOptions
 from nclab.metrics.report import CollapseReport
 
@@ -72,10 +78,14 @@ def chunk_rows(
         yield h[start : start + rows], y[start : start + rows]
 
 
-def _route_invalid(y: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Labels outside 0..K-1 go to row K (counted, reported at compute) without a host sync."""
+def _route(y: torch.Tensor, num_classes: int, mask: torch.Tensor | None) -> torch.Tensor:
+    """Row of each sample without a host sync: its class; K for a label outside 0..K-1 (counted,
+    reported at compute); K + 1 for a sample excluded by ``mask`` (ignored)."""
     valid = (y >= 0) & (y < num_classes)
-    return torch.where(valid, y, torch.full_like(y, num_classes))
+    rows = torch.where(valid, y, torch.full_like(y, num_classes))
+    if mask is not None:
+        rows = torch.where(mask, rows, torch.full_like(y, num_classes + 1))
+    return rows
 
 
 def _all_reduce_sum(tensors: list[torch.Tensor], group: Any = None) -> list[torch.Tensor]:
@@ -105,7 +115,8 @@ class ClassStatistics:
     global_mean : μ_G, float64 (sample mean or mean of class means, per ``options``).
     centred_means : M̃ with rows μ_c - μ_G.
     svd : thin SVD of M̃ and its numerical rank r (<= K - 1), see :class:`BetweenClassSVD`.
-    label_map : original label (0..K_total, K_total meaning invalid) -> kept index, -1 if dropped.
+    label_map : routed row (0..K_total - 1 a class, K_total invalid, K_total + 1 masked out) ->
+        kept index; -1 for an invalid label or a dropped class, -2 for a masked-out sample.
     """
 
     num_total_classes: int
@@ -145,7 +156,9 @@ class _Accumulator:
         self.dim = dim
         self.device = torch.device(device) if device is not None else None
 
-    def _prepare(self, features: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def _prepare(
+        self, features: Any, labels: Any, mask: Any = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         h = as_features(features)
         if self.dim is None:
             self.dim = int(h.shape[1])
@@ -157,7 +170,7 @@ class _Accumulator:
             self.device = h.device
         h = h.to(self.device)
         y = as_labels(labels, h.shape[0], self.device)
-        return h, _route_invalid(y, self.num_classes)
+        return h, _route(y, self.num_classes, as_mask(mask, h.shape[0], self.device))
 
     def _check_compatible(self, other: _Accumulator) -> None:
         if type(other) is not type(self):
@@ -194,17 +207,18 @@ class ClassMeans(_Accumulator):
 
     def _allocate(self) -> None:
         assert self.dim is not None
-        k1 = self.num_classes + 1
+        k1 = self.num_classes + 2
         self._counts = torch.zeros(k1, dtype=torch.int64, device=self.device)
         self._sums = torch.zeros(k1, self.dim, dtype=_F64, device=self.device)
 
-    def update(self, features: Any, labels: Any) -> None:
-        """Add a batch: ``features`` (N, d) numpy or torch (any float dtype), ``labels`` (N,)."""
-        h, y = self._prepare(features, labels)
+    def update(self, features: Any, labels: Any, mask: Any = None) -> None:
+        """Add a batch: ``features`` (N, d) numpy or torch (any float dtype), ``labels`` (N,);
+        ``mask`` (N,) bool, optional: only the samples where it is True count."""
+        h, y = self._prepare(features, labels, mask)
         if self._sums is None:
             self._allocate()
         assert self._counts is not None and self._sums is not None
-        self._counts += torch.bincount(y, minlength=self.num_classes + 1)
+        self._counts += torch.bincount(y, minlength=self.num_classes + 2)
         if self._work is None:
             self._work = _Workspace(h.shape[1], 0, self._sums.device)
         for hs, ys in chunk_rows(h, y, self._work.inner):
@@ -243,7 +257,7 @@ class ClassMeans(_Accumulator):
         invalid = int(counts_all[k])
         if invalid:
             raise ValueError(f"labels: {invalid} value(s) outside the class range [0, {k})")
-        if not bool(torch.isfinite(self._sums).all()):
+        if not bool(torch.isfinite(self._sums[: k + 1]).all()):
             raise ValueError("features: contain NaN or Inf values")
         counts = counts_all[:k]
         empty = torch.nonzero(counts == 0).flatten().tolist()
@@ -257,8 +271,9 @@ class ClassMeans(_Accumulator):
             raise ValueError(
                 f"labels: at least 2 classes need samples, got {kept.numel()} (classes {kept.tolist()})"
             )
-        label_map = torch.full((k + 1,), -1, dtype=torch.int64)
+        label_map = torch.full((k + 2,), -1, dtype=torch.int64)
         label_map[kept] = torch.arange(kept.numel())
+        label_map[k + 1] = -2
         kept_dev = kept.to(self._sums.device)
         n = counts[kept].to(device=self._sums.device, dtype=_F64)
         means = self._sums[kept_dev] / n.unsqueeze(1)
@@ -313,7 +328,8 @@ class CollapseAccumulator(_Accumulator):
         self._q = svd.v.shape[1]
         self._inv_s = 1.0 / svd.s[: svd.rank]
         self._su_t = (svd.u * svd.s).T.contiguous()
-        self._ncc_offsets = torch.cat([2.0 * gram - torch.diagonal(gram), means.new_zeros(1, k)])
+        # Two extra rows (zeros): invalid labels and masked-out samples.
+        self._ncc_offsets = torch.cat([2.0 * gram - torch.diagonal(gram), means.new_zeros(2, k)])
         blocks = [svd.v]
         self.weight: torch.Tensor | None = None
         self.bias: torch.Tensor | None = None
@@ -326,17 +342,18 @@ class CollapseAccumulator(_Accumulator):
             blocks.append(self.weight.T)
             w_offsets = means @ self.weight.T + (self.bias if self.bias is not None else 0.0)
         self._rhs_t = torch.cat(blocks, dim=1).T.contiguous()
-        self._w_offsets = torch.cat([w_offsets, means.new_zeros(1, w_offsets.shape[1])])
-        self._means_ext = torch.cat([means, means.new_zeros(1, means.shape[1])])
-        self._table = torch.zeros(k + 1, 6, dtype=_F64, device=means.device)
+        self._w_offsets = torch.cat([w_offsets, means.new_zeros(2, w_offsets.shape[1])])
+        self._means_ext = torch.cat([means, means.new_zeros(2, means.shape[1])])
+        self._table = torch.zeros(k + 2, 6, dtype=_F64, device=means.device)
         self._work = _Workspace(stats.dim, self._rhs_t.shape[0], means.device)
 
-    def update(self, features: Any, labels: Any) -> None:
-        """Add a batch (the same batches as in pass 1, in any order and split)."""
-        h, y = self._prepare(features, labels)
+    def update(self, features: Any, labels: Any, mask: Any = None) -> None:
+        """Add a batch (the same batches, and masks, as in pass 1, in any order and split)."""
+        h, y = self._prepare(features, labels, mask)
         k, r, q = self.stats.num_classes, self.stats.rank, self._q
         y = self.stats.label_map[y]
-        y = torch.where(y < 0, torch.full_like(y, k), y)
+        y = torch.where(y == -1, torch.full_like(y, k), y)
+        y = torch.where(y == -2, torch.full_like(y, k + 1), y)
         work, cols = self._work, self._rhs_t.shape[0]
         for h_out, y_out in chunk_rows(h, y, work.outer):
             m = h_out.shape[0]
@@ -390,7 +407,7 @@ class CollapseAccumulator(_Accumulator):
             raise ValueError(
                 f"labels: {int(table[k, _COUNT])} value(s) outside the classes measured in pass 1"
             )
-        if not bool(torch.isfinite(table).all()):
+        if not bool(torch.isfinite(table[: k + 1]).all()):
             raise ValueError("features: contain NaN or Inf values")
         counts = table[:k, _COUNT]
         if not torch.equal(counts, st.counts.to(_F64)):

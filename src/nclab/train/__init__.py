@@ -1,0 +1,1 @@
+"""Training real networks into the terminal phase (label noise now; data, nets, trainer next)."""

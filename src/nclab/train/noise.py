@@ -1,0 +1,71 @@
+"""Label noise, deterministic by seed; the true labels and the noisy mask travel with the data.
+
+Kinds (η = ``rate``, K classes):
+
+* ``symmetric`` — each label is replaced, with probability η, by a label drawn uniformly from all
+  K classes (possibly itself), as in the MD paper's code: the expected fraction of labels that
+  actually change is η(K-1)/K;
+* ``symmetric_flip`` — with probability η, by a label drawn uniformly from the K-1 *other*
+  classes: the expected flip rate is η;
+* ``pair`` — with probability η, class c becomes (c + 1) mod K (pair / asymmetric flipping,
+  Han et al., NeurIPS 2018).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from nclab.metrics._inputs import as_labels, check_num_classes
+
+__all__ = ["NOISE_KINDS", "NoisyLabels", "corrupt_labels"]
+
+NOISE_KINDS: tuple[str, ...] = ("symmetric", "symmetric_flip", "pair")
+
+
+@dataclass(frozen=True)
+class NoisyLabels:
+    """Observed (possibly corrupted) labels, the true labels, and the mask observed ≠ true."""
+
+    observed: torch.Tensor
+    true: torch.Tensor
+
+    @property
+    def noisy(self) -> torch.Tensor:
+        return self.observed != self.true
+
+    @property
+    def flip_rate(self) -> float:
+        """The realized fraction of labels that differ from the truth."""
+        return float(self.noisy.to(torch.float64).mean()) if self.true.numel() else 0.0
+
+
+def corrupt_labels(
+    labels: Any, num_classes: int, rate: float, kind: str = "symmetric", seed: int = 0
+) -> NoisyLabels:
+    """Corrupt ``labels`` (N,) with noise of ``kind`` at rate η = ``rate`` in [0, 1).
+
+    The draw uses its own ``torch.Generator`` seeded with ``seed`` (on the CPU), so the same
+    arguments give the same labels on any machine and whatever else uses the global RNG.
+    """
+    k = check_num_classes(num_classes)
+    if kind not in NOISE_KINDS:
+        raise ValueError(f"kind: expected one of {NOISE_KINDS}, got {kind!r}")
+    if not (0.0 <= float(rate) < 1.0):
+        raise ValueError(f"rate: expected a noise rate in [0, 1), got {rate!r}")
+    true = as_labels(labels, len(labels), torch.device("cpu"))
+    if true.numel() and (int(true.min()) < 0 or int(true.max()) >= k):
+        raise ValueError(f"labels: expected class indices in [0, {k})")
+    gen = torch.Generator().manual_seed(seed)
+    n = true.numel()
+    hit = torch.rand(n, generator=gen, dtype=torch.float64) < rate
+    if kind == "symmetric":
+        replacement = torch.randint(0, k, (n,), generator=gen)
+    elif kind == "symmetric_flip":
+        replacement = (true + torch.randint(1, k, (n,), generator=gen)) % k
+    else:
+        replacement = (true + 1) % k
+    observed = torch.where(hit, replacement, true)
+    return NoisyLabels(observed=observed, true=true)

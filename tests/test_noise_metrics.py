@@ -1,0 +1,72 @@
+"""Memorization, dilation and corruption bias against values computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from nclab.metrics import ClassMeans, MetricOptions, measure
+from nclab.metrics.noise import NoiseAccumulator, measure_noise
+
+# Clean samples: class 0 at (0,0), (2,0) -> mean (1,0); class 1 at (10,0), (10,2), (10,4) ->
+# mean (10,2); class 2 at (0,10). Noisy: a sample of true class 1 labelled 0 at (4,0), and one of
+# true class 0 labelled 1 at (1,1). Class 2 has no noisy sample.
+FEATS = np.array([[0, 0], [2, 0], [10, 0], [10, 2], [10, 4], [0, 10], [4, 0], [1, 1]], dtype=float)
+OBSERVED = np.array([0, 0, 1, 1, 1, 2, 0, 1])
+TRUE = np.array([0, 0, 1, 1, 1, 2, 1, 0])
+D = (math.sqrt(85) + math.sqrt(101) + math.sqrt(164)) / 3  # mean distance between clean means
+
+
+def test_hand_computed_values() -> None:
+    r = measure_noise(FEATS, OBSERVED, TRUE)
+    expected = {
+        "noise_rate": 2 / 8,
+        "memorization": (math.sqrt(40) + 1) / 2,
+        "dilation_mean": (1 + 4 / 3 + 0) / 3,
+        "dilation_std": math.sqrt(8 / 9) / 3,
+        "corruption_bias": (27 + 83) / (2 * math.sqrt(85)),
+        "corruption_bias_fraction": (27 / 85 + 83 / 85) / 2,
+        "clean_mean_distance": D,
+    }
+    for key, value in expected.items():
+        assert r[key] == pytest.approx(value, rel=1e-14), key
+    for key in ("memorization", "dilation_mean", "dilation_std", "corruption_bias"):
+        assert r[f"{key}_scaled"] == pytest.approx(expected[key] / D, rel=1e-14)
+    clean = OBSERVED == TRUE
+    assert r["clean_nc1"] == pytest.approx(measure(FEATS[clean], OBSERVED[clean])["nc1"], rel=1e-14)
+    per_class = r.per_class
+    assert per_class["memorization"][0] == pytest.approx(1.0)
+    assert per_class["memorization"][1] == pytest.approx(math.sqrt(40))
+    assert math.isnan(per_class["memorization"][2])  # no noisy sample of true class 2
+    assert per_class["dilation_std"] == pytest.approx([0.0, math.sqrt(8 / 9), 0.0], abs=1e-15)
+    assert per_class["noisy_count"] == [1.0, 1.0, 0.0]
+
+
+def test_streaming_and_merging_equal_in_memory() -> None:
+    whole = measure_noise(FEATS, OBSERVED, TRUE).as_dict()
+    parts = [slice(0, 3), slice(3, 7), slice(7, 8)]
+    means = [ClassMeans(3) for _ in parts]
+    for m, s in zip(means, parts, strict=True):
+        m.update(FEATS[s], OBSERVED[s], mask=OBSERVED[s] == TRUE[s])
+    for m in means[1:]:
+        means[0].merge(m)
+    stats = means[0].compute(MetricOptions(drop_empty_classes=True))
+    accs = [NoiseAccumulator(stats) for _ in parts]
+    for a, s in zip(accs, parts, strict=True):
+        a.update(FEATS[s], OBSERVED[s], TRUE[s])
+    for a in accs[1:]:
+        accs[0].merge(a)
+    streamed = accs[0].compute().as_dict()
+    for key, value in whole.items():
+        assert streamed[key] == pytest.approx(value, rel=1e-12), key
+
+
+def test_no_noise_and_missing_clean_class() -> None:
+    r = measure_noise(FEATS[:6], OBSERVED[:6], TRUE[:6])
+    assert r["noise_rate"] == 0.0 and math.isnan(r["memorization"])
+    with pytest.raises(ValueError, match=r"labels: class\(es\) \[2\] have no clean sample"):
+        measure_noise(FEATS, OBSERVED, np.array([0, 0, 1, 1, 1, 0, 1, 0]))
+    with pytest.raises(ValueError, match="true: expected one label per feature row"):
+        measure_noise(FEATS, OBSERVED, TRUE[:5])
