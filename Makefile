@@ -19,8 +19,8 @@ demo: $(STAMP)
 	$(BIN)/nclab demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 	$(BIN)/mypy
 
 # pytest exits 5 when it collects no test; that is reported, not hidden, by the closing line.
