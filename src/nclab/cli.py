@@ -120,8 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     met.set_defaults(func=_cmd_metrics)
 
     from nclab.models.cli import add_solve_parser
+    from nclab.train.cli import add_train_parser
 
     add_solve_parser(sub)
+    add_train_parser(sub)
     return parser
 
 
@@ -130,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
-    except (UsageError, ValueError, TypeError) as err:
+    except (UsageError, ValueError, TypeError, FileNotFoundError, RuntimeError) as err:
         print(f"nclab {args.command}: error: {err}", file=sys.stderr)
         return 2
     return code

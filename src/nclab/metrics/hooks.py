@@ -7,7 +7,8 @@ feature matrix is stored. Outputs of convolutional layers are flattened per samp
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -17,7 +18,7 @@ from nclab.metrics.accumulators import ClassMeans, CollapseAccumulator
 from nclab.metrics.options import MetricOptions
 from nclab.metrics.report import CollapseReport
 
-__all__ = ["collect", "find_classifier"]
+__all__ = ["capture", "collect", "find_classifier", "resolve_layers"]
 
 
 def find_classifier(model: nn.Module) -> tuple[str, nn.Linear] | None:
@@ -29,7 +30,8 @@ def find_classifier(model: nn.Module) -> tuple[str, nn.Linear] | None:
     return found
 
 
-def _resolve_layers(model: nn.Module, layers: Sequence[str]) -> dict[str, nn.Module]:
+def resolve_layers(model: nn.Module, layers: Sequence[str]) -> dict[str, nn.Module]:
+    """The modules named in ``layers``; an error lists the valid names."""
     if isinstance(layers, str) or not layers:
         raise TypeError("layers: expected a non-empty list of module names, e.g. ['layer4', 'fc']")
     modules = dict(model.named_modules())
@@ -54,6 +56,31 @@ def _resolve_classifier(model: nn.Module, classifier: str | None) -> nn.Linear |
             f"classifier: {classifier!r} is not an nn.Linear module of the model; linear modules: {linear}"
         )
     return module
+
+
+@contextmanager
+def capture(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """Within the block, ``captured[name]`` is the latest output of each named module, detached
+    and flattened to (batch, features); the hooks are removed on exit."""
+    named = resolve_layers(model, layers)
+    captured: dict[str, torch.Tensor] = {}
+
+    def hook_for(name: str) -> Any:
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            if not isinstance(output, torch.Tensor):
+                raise TypeError(
+                    f"layers: module {name!r} returns {type(output).__name__}, not a tensor"
+                )
+            captured[name] = output.detach().flatten(1)
+
+        return hook
+
+    handles = [module.register_forward_hook(hook_for(name)) for name, module in named.items()]
+    try:
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _batches(loader: Iterable[Any], device: torch.device) -> Iterable[tuple[Any, torch.Tensor]]:
@@ -95,7 +122,7 @@ def collect(
     dict layer name -> CollapseReport, in the order of ``layers``.
     """
     opts = MetricOptions.from_kwargs(**options)
-    named = _resolve_layers(model, layers)
+    named = resolve_layers(model, layers)
     linear = _resolve_classifier(model, classifier)
     if num_classes is None:
         if linear is None:
@@ -108,21 +135,8 @@ def collect(
         device = param.device if param is not None else torch.device("cpu")
     dev = torch.device(device)
 
-    captured: dict[str, torch.Tensor] = {}
-
-    def hook_for(name: str) -> Any:
-        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-            if not isinstance(output, torch.Tensor):
-                raise TypeError(
-                    f"layers: module {name!r} returns {type(output).__name__}, not a tensor"
-                )
-            captured[name] = output.detach().flatten(1)
-
-        return hook
-
-    def run(accumulators: dict[str, Any]) -> None:
+    def run(accumulators: dict[str, Any], captured: dict[str, torch.Tensor]) -> None:
         for inputs, labels in _batches(loader, dev):
-            captured.clear()
             model(inputs)
             for name, acc in accumulators.items():
                 acc.update(captured[name], labels)
@@ -131,12 +145,11 @@ def collect(
                 acc.all_reduce()
 
     was_training = model.training
-    handles = [module.register_forward_hook(hook_for(name)) for name, module in named.items()]
     try:
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), capture(model, list(named)) as captured:
             means = {name: ClassMeans(num_classes) for name in named}
-            run(means)
+            run(means, captured)
             last = list(named)[-1]
             centred: dict[str, CollapseAccumulator] = {}
             for name, acc in means.items():
@@ -151,9 +164,7 @@ def collect(
                     centred[name] = CollapseAccumulator(stats, linear.weight, linear.bias)
                 else:
                     centred[name] = CollapseAccumulator(stats)
-            run(centred)
+            run(centred, captured)
             return {name: acc.compute() for name, acc in centred.items()}
     finally:
-        for handle in handles:
-            handle.remove()
         model.train(was_training)

@@ -1,0 +1,436 @@
+"""Train a network into the terminal phase and measure neural collapse as it goes.
+
+``train(config, out_dir)`` is the whole run; the loop in :func:`train` reads top to bottom:
+data and label noise, network, optimizer and schedule, then per epoch one pass of SGD over the
+shuffled training set (every sample, every epoch), and every ``track.eval_every`` epochs an
+evaluation that writes one row per tracked layer to ``metrics.csv``. Checkpoints are written
+atomically and carry everything a resumed run needs (weights, optimizer, schedule, the shuffling
+generator, the metrics rows), so a run killed at any moment and resumed ends with the same
+metrics table and weights as an uninterrupted one (on CPU, where torch is deterministic).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import itertools
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from nclab.io import atomic_write, atomic_write_text
+from nclab.losses import Loss, make_loss
+from nclab.metrics import ClassMeans, CollapseAccumulator, MetricOptions, NoiseAccumulator
+from nclab.metrics.hooks import capture
+from nclab.metrics.report import METRICS
+from nclab.train.config import TrainConfig
+from nclab.train.data import load_dataset, subset
+from nclab.train.nets import build_network
+from nclab.train.noise import corrupt_labels
+
+__all__ = ["COLUMNS", "RunDirectoryError", "TrainResult", "train"]
+
+NOISE_KEYS = [
+    "noise_rate",
+    "memorization",
+    "memorization_scaled",
+    "dilation_mean",
+    "dilation_std",
+    "dilation_mean_scaled",
+    "dilation_std_scaled",
+    "clean_nc1",
+    "corruption_bias",
+    "corruption_bias_scaled",
+    "corruption_bias_fraction",
+]
+COLUMNS = [
+    "epoch",
+    "split",
+    "layer",
+    "lr",
+    "train_loss",
+    "eval_loss",
+    "acc_observed",
+    "acc_true",
+    "test_loss",
+    "test_acc",
+    *METRICS,
+    *NOISE_KEYS,
+]
+
+
+class RunDirectoryError(RuntimeError):
+    """The output directory holds another run (or a run of another configuration)."""
+
+
+@dataclass
+class Split:
+    """Images as float tensors on the device, observed and true labels."""
+
+    x: torch.Tensor
+    observed: torch.Tensor
+    true: torch.Tensor
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    rows: list[dict[str, Any]]
+    model: nn.Module
+    stopped_early: str | None = None
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("run.device: cuda requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def prepare_data(
+    cfg: TrainConfig, device: torch.device
+) -> tuple[Split, Split, int, tuple[int, int, int]]:
+    d = cfg.data
+    train_set = subset(
+        load_dataset(d.name, train=True, data_dir=d.data_dir),
+        num_classes=d.num_classes,
+        per_class=d.per_class,
+        seed=cfg.run.seed,
+    )
+    test_set = subset(
+        load_dataset(d.name, train=False, data_dir=d.data_dir),
+        num_classes=d.num_classes,
+        per_class=d.test_per_class,
+        seed=cfg.run.seed,
+    )
+    k = train_set.num_classes
+    x = train_set.images.to(torch.float32) / 255.0
+    xt = test_set.images.to(torch.float32) / 255.0
+    if d.normalize:
+        mean = x.mean(dim=(0, 2, 3), keepdim=True)
+        std = x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+        x, xt = (x - mean) / std, (xt - mean) / std
+    noisy = corrupt_labels(train_set.labels, k, cfg.noise.rate, cfg.noise.kind, seed=cfg.run.seed)
+    train = Split(x.to(device), noisy.observed.to(device), noisy.true.to(device))
+    test = Split(xt.to(device), test_set.labels.to(device), test_set.labels.to(device))
+    return train, test, k, tuple(train_set.images.shape[1:])  # type: ignore[return-value]
+
+
+def random_crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Per-sample random crop (zero padding ``pad``) and horizontal flip, on tensors."""
+    b, _, h, w = x.shape
+    offsets = torch.randint(0, 2 * pad + 1, (2, b), generator=gen).to(x.device)
+    flips = (torch.rand(b, generator=gen) < 0.5).to(x.device)
+    padded = F.pad(x, (pad, pad, pad, pad))
+    rows = (offsets[0, :, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (offsets[1, :, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    batch = torch.arange(b, device=x.device)[:, None, None, None]
+    chan = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+    out = padded[batch, chan, rows, cols]
+    return torch.where(flips[:, None, None, None], out.flip(3), out)
+
+
+def batch_starts(n: int, batch_size: int) -> list[int]:
+    """Batch boundaries covering every sample; a last batch of one is merged into the previous
+    one (BatchNorm cannot train on a single sample)."""
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return [*starts, n]
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
+    o = cfg.optim
+    fc = [p for n, p in model.named_parameters() if n.startswith("fc.")]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("fc.")]
+    wd_fc = o.weight_decay if o.classifier_weight_decay is None else o.classifier_weight_decay
+    groups = [
+        {"params": rest, "weight_decay": o.weight_decay},
+        {"params": fc, "weight_decay": wd_fc},
+    ]
+    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum)
+
+
+def lr_factor(cfg: TrainConfig, epoch: int) -> float:
+    """Multiplier of the base learning rate during ``epoch`` (0-based)."""
+    o = cfg.optim
+    if o.schedule == "step":
+        return o.gamma ** (epoch // o.step_size)
+    if o.schedule == "multistep":
+        return o.gamma ** sum(epoch >= m for m in o.milestones)
+    if o.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * epoch / o.epochs))
+    return 1.0
+
+
+def evaluate(
+    model: nn.Module,
+    data: Split,
+    cfg: TrainConfig,
+    loss: Loss,
+    k: int,
+    noise: bool,
+    layers: list[str],
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Loss and accuracies (observed and true labels), and per layer in ``layers`` the NC report
+    (and memorization / dilation when ``noise``), from one pass (two without ``cache_features``)."""
+    bounds = batch_starts(len(data.observed), cfg.data.eval_batch_size)
+    clean = data.observed == data.true
+    opts = MetricOptions()
+    model.eval()
+    empty: dict[str, torch.Tensor] = {}
+    hooks: contextlib.AbstractContextManager[dict[str, torch.Tensor]] = (
+        capture(model, layers) if layers else contextlib.nullcontext(empty)
+    )
+    with torch.no_grad(), hooks as captured:
+        means = {name: ClassMeans(k) for name in layers}
+        clean_means = {name: ClassMeans(k) for name in layers}
+        cache: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+        loss_sum = torch.zeros((), dtype=torch.float64, device=data.x.device)
+        hits = torch.zeros(2, dtype=torch.int64, device=data.x.device)
+        for lo, hi in itertools.pairwise(bounds):
+            logits = model(data.x[lo:hi]).float()
+            y_obs, y_true = data.observed[lo:hi], data.true[lo:hi]
+            loss_sum += loss.per_sample(logits, y_obs).sum()
+            pred = logits.argmax(1)
+            hits += torch.stack([(pred == y_obs).sum(), (pred == y_true).sum()])
+            for name in layers:
+                feats = captured[name]
+                means[name].update(feats, y_obs)
+                if noise:
+                    clean_means[name].update(feats, y_obs, mask=clean[lo:hi])
+                if cfg.track.cache_features:
+                    cache[name].append(feats)
+        centred, noisy_acc = {}, {}
+        for name in layers:
+            fc = model.get_submodule("fc")
+            weight = (fc.weight, fc.bias) if name == "penultimate" else (None, None)
+            centred[name] = CollapseAccumulator(means[name].compute(opts), *weight)
+            if noise:
+                clean_stats = clean_means[name].compute(MetricOptions(drop_empty_classes=True))
+                noisy_acc[name] = NoiseAccumulator(clean_stats)
+        for i, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+            if not layers:
+                break
+            if not cfg.track.cache_features:
+                model(data.x[lo:hi])
+            for name in layers:
+                feats = cache[name][i] if cfg.track.cache_features else captured[name]
+                centred[name].update(feats, data.observed[lo:hi])
+                if noise:
+                    noisy_acc[name].update(feats, data.observed[lo:hi], data.true[lo:hi])
+    n = float(len(data.observed))
+    summary = {
+        "eval_loss": float(loss_sum) / n,
+        "acc_observed": float(hits[0]) / n,
+        "acc_true": float(hits[1]) / n,
+    }
+    reports = {}
+    for name in layers:
+        values = centred[name].compute().as_dict()
+        if noise:
+            values.update(noisy_acc[name].compute().as_dict())
+        reports[name] = values
+    return summary, reports
+
+
+def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    atomic_write_text(path, buf.getvalue())
+
+
+def _save(path: Path, state: dict[str, Any]) -> None:
+    atomic_write(path, lambda handle: torch.save(state, handle))
+
+
+def _check_run_dir(out: Path, cfg: TrainConfig, resume: bool) -> dict[str, Any] | None:
+    """The checkpoint to resume from, or None for a new run; refuses to clobber another run."""
+    config_file, ckpt_file = out / "config.yaml", out / "checkpoint.pt"
+    if not config_file.exists():
+        if resume and ckpt_file.exists():
+            raise RunDirectoryError(f"{out}: a checkpoint without config.yaml; not resuming")
+        return None
+    saved = yaml.safe_load(config_file.read_text())
+    if not resume:
+        raise RunDirectoryError(
+            f"{out}: already holds a run; pass --resume to continue it, or choose another --out"
+        )
+    if TrainConfig.from_dict(saved).fingerprint() != cfg.fingerprint():
+        diff = _diff(saved, cfg.to_dict())
+        raise RunDirectoryError(f"{out}: the checkpoint is from a different config ({diff})")
+    if not ckpt_file.exists():
+        return None
+    state: dict[str, Any] = torch.load(ckpt_file, map_location="cpu", weights_only=True)
+    return state
+
+
+def _diff(a: dict[str, Any], b: dict[str, Any]) -> str:
+    keys = [f"{s}.{k}" for s in b for k in b[s] if a.get(s, {}).get(k) != b[s][k]]
+    return "differs at " + ", ".join(keys) if keys else "differs"
+
+
+def train(
+    cfg: TrainConfig, out_dir: str | os.PathLike[str], *, resume: bool = False
+) -> TrainResult:
+    """Run the training described by ``cfg`` into ``out_dir`` (see the module docstring)."""
+    out = Path(out_dir)
+    state = _check_run_dir(out, cfg, resume)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    device = _device(cfg.run.device)
+
+    train_data, test_data, k, shape = prepare_data(cfg, device)
+    torch.manual_seed(cfg.run.seed)
+    model = build_network(
+        cfg.model.name,
+        input_shape=shape,
+        num_classes=k,
+        widths=cfg.model.widths,
+        batchnorm=cfg.model.batchnorm,
+        width=cfg.model.width,
+    ).to(device)
+    loss = make_loss(cfg.loss.name, smoothing=cfg.loss.smoothing, gamma=cfg.loss.gamma)
+    opt = make_optimizer(model, cfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: lr_factor(cfg, e))
+    gen = torch.Generator().manual_seed(cfg.run.seed)
+    rows: list[dict[str, Any]] = []
+    start = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        gen.set_state(state["generator"])
+        rows, start = list(state["rows"]), int(state["epoch"])
+        _write_metrics(out / "metrics.csv", rows)
+    if cfg.run.channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    step_model: Any = torch.compile(model) if cfg.run.compile else model
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.run.bf16)
+    noise = cfg.noise.rate > 0
+    penalty = cfg.optim.feature_penalty
+    n = len(train_data.observed)
+    bounds = batch_starts(n, cfg.data.batch_size)
+    bar = _progress(cfg, start)
+    stopped: str | None = None
+    live: dict[str, torch.Tensor] = {}
+    if penalty:
+        # The feature penalty needs the penultimate output on the autograd graph.
+        model.get_submodule("penultimate").register_forward_hook(
+            lambda _m, _i, out: live.update(penultimate=out)
+        )
+
+    for epoch in range(start, cfg.optim.epochs):
+        model.train()
+        perm = torch.randperm(n, generator=gen).to(device)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        for lo, hi in itertools.pairwise(bounds):
+            idx = perm[lo:hi]
+            xb, yb = train_data.x[idx], train_data.observed[idx]
+            if cfg.data.augment:
+                xb = random_crop_flip(xb, gen)
+            with autocast:
+                logits = step_model(xb)
+            batch_loss = loss(logits.float(), yb)
+            if penalty:
+                feats = live["penultimate"].flatten(1).float()
+                batch_loss = batch_loss + 0.5 * penalty * feats.square().sum(1).mean()
+            opt.zero_grad(set_to_none=True)
+            batch_loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
+            loss_sum += batch_loss.detach().double() * (hi - lo)
+        lr = opt.param_groups[0]["lr"]
+        sched.step()
+        train_loss = float(loss_sum) / n
+        if not math.isfinite(train_loss):
+            stopped = (
+                f"epoch {epoch + 1}: the training loss is {train_loss}; stopped, the "
+                "last good checkpoint is kept"
+            )
+            print(f"nclab train: {stopped}", file=sys.stderr)
+            break
+        if (epoch + 1) % cfg.track.eval_every == 0 or epoch + 1 == cfg.optim.epochs:
+            rows += _evaluate_epoch(
+                model, train_data, test_data, cfg, loss, k, noise, epoch + 1, lr, train_loss
+            )
+            _write_metrics(out / "metrics.csv", rows)
+        if (epoch + 1) % cfg.run.checkpoint_every == 0 or epoch + 1 == cfg.optim.epochs:
+            _save(
+                out / "checkpoint.pt",
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "generator": gen.get_state(),
+                    "epoch": epoch + 1,
+                    "rows": rows,
+                    "fingerprint": cfg.fingerprint(),
+                },
+            )
+        if bar is not None:
+            last = rows[-1] if rows else {}
+            bar.set_postfix(
+                loss=f"{train_loss:.4f}", acc=last.get("acc_observed"), nc1=last.get("nc1")
+            )
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    if stopped is None:
+        _save(out / "model.pt", model.state_dict())
+    return TrainResult(out_dir=out, rows=rows, model=model, stopped_early=stopped)
+
+
+def _evaluate_epoch(
+    model: nn.Module,
+    train_data: Split,
+    test_data: Split,
+    cfg: TrainConfig,
+    loss: Loss,
+    k: int,
+    noise: bool,
+    epoch: int,
+    lr: float,
+    train_loss: float,
+) -> list[dict[str, Any]]:
+    layers = cfg.track.layers
+    summary, reports = evaluate(model, train_data, cfg, loss, k, noise, layers)
+    test_layers = layers if cfg.track.test_metrics else []
+    test_summary, test_reports = evaluate(model, test_data, cfg, loss, k, False, test_layers)
+    common = {
+        "epoch": epoch,
+        "lr": lr,
+        "train_loss": train_loss,
+        **summary,
+        "test_loss": test_summary["eval_loss"],
+        "test_acc": test_summary["acc_true"],
+    }
+    rows = [
+        {**common, "split": "train", "layer": name, **values} for name, values in reports.items()
+    ]
+    if cfg.track.test_metrics:
+        rows += [
+            {**common, "split": "test", "layer": name, **values}
+            for name, values in test_reports.items()
+        ]
+    return rows
+
+
+def _progress(cfg: TrainConfig, start: int) -> Any:
+    if not cfg.run.progress or not sys.stderr.isatty() or os.environ.get("CI"):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=cfg.optim.epochs, initial=start, unit="epoch", desc="nclab train")

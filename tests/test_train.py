@@ -1,0 +1,157 @@
+"""The trainer: metrics table, collapse during training, resume after SIGKILL, faults."""
+
+from __future__ import annotations
+
+import csv
+import math
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from nclab.cli import main
+from nclab.train.config import TrainConfig, apply_overrides
+from nclab.train.presets import preset
+from nclab.train.trainer import COLUMNS, RunDirectoryError, batch_starts, random_crop_flip, train
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def smoke(*overrides: str) -> TrainConfig:
+    return apply_overrides(preset("smoke"), list(overrides))
+
+
+def test_smoke_run_writes_a_sane_metrics_table(tmp_path: Path) -> None:
+    result = train(smoke(), tmp_path / "run")
+    rows = read_rows(tmp_path / "run" / "metrics.csv")
+    assert list(rows[0]) == COLUMNS
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    for r in rows:
+        assert 0.0 <= float(r["acc_observed"]) <= 1.0 and 0.0 <= float(r["test_acc"]) <= 1.0
+        assert float(r["nc1"]) >= 0 and math.isfinite(float(r["nc1"]))
+        assert float(r["nc3_duality"]) >= 0  # the classifier metrics of the penultimate layer
+        # 20% symmetric noise over 4 classes: the realized flip rate is near 0.2 · 3/4.
+        assert abs(float(r["noise_rate"]) - 0.15) < 0.08
+        assert float(r["memorization"]) > 0 and float(r["clean_nc1"]) >= 0
+    assert (tmp_path / "run" / "model.pt").exists() and result.stopped_early is None
+    saved = TrainConfig.from_yaml((tmp_path / "run" / "config.yaml").read_text())
+    assert saved.fingerprint() == smoke().fingerprint()
+
+
+def test_nc1_falls_as_a_small_mlp_reaches_zero_training_error(tmp_path: Path) -> None:
+    cfg = smoke(
+        "noise.rate=0.0",
+        "data.num_classes=3",
+        "data.per_class=20",
+        "optim.epochs=60",
+        "optim.step_size=30",
+        "model.widths=[64, 64]",
+    )
+    rows = train(cfg, tmp_path / "run").rows
+    first, last = rows[0], rows[-1]
+    # Zero training error within ten epochs, then the within-class variability keeps shrinking:
+    # on this seed NC1 goes from 0.27 (epoch 1) to about 0.04; a factor 4 leaves a margin.
+    assert all(r["acc_observed"] == 1.0 for r in rows[10:])
+    assert last["nc1"] < first["nc1"] / 4
+
+
+def _spawn_train(out: Path, epochs: int) -> subprocess.Popen[bytes]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "nclab.cli",
+        "train",
+        "--preset",
+        "smoke",
+        "--out",
+        str(out),
+        f"optim.epochs={epochs}",
+        "optim.step_size=100",
+    ]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    epochs = 12
+    reference = train(smoke(f"optim.epochs={epochs}", "optim.step_size=100"), tmp_path / "ref")
+    proc = _spawn_train(tmp_path / "killed", epochs)
+    ckpt = tmp_path / "killed" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = torch.load(ckpt, weights_only=True)["epoch"]
+    assert 1 <= killed_at < epochs  # the kill landed mid-run, after the first checkpoint
+    resumed = train(
+        smoke(f"optim.epochs={epochs}", "optim.step_size=100"), tmp_path / "killed", resume=True
+    )
+    assert (tmp_path / "killed" / "metrics.csv").read_text() == (
+        tmp_path / "ref" / "metrics.csv"
+    ).read_text()
+    ref_state, state = reference.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(ref_state[k], state[k]) for k in ref_state)
+
+
+def test_run_directories_are_not_clobbered(tmp_path: Path) -> None:
+    train(smoke("optim.epochs=1"), tmp_path / "run")
+    with pytest.raises(RunDirectoryError, match="already holds a run; pass --resume"):
+        train(smoke("optim.epochs=1"), tmp_path / "run")
+    with pytest.raises(RunDirectoryError, match=r"different config \(differs at optim.lr"):
+        train(smoke("optim.epochs=1", "optim.lr=0.1"), tmp_path / "run", resume=True)
+
+
+def test_config_errors_name_the_key() -> None:
+    with pytest.raises(ValueError, match=r"optim.lrr: unknown config key; valid keys of optim"):
+        smoke("optim.lrr=0.1")
+    with pytest.raises(ValueError, match=r"noise.rate: expected a value in \[0, 1\)"):
+        smoke("noise.rate=1.5")
+    with pytest.raises(ValueError, match=r"optim\.epochs: expected an integer"):
+        smoke("optim.epochs=1.5")
+    with pytest.raises(ValueError, match="colour: unknown config section"):
+        TrainConfig.from_dict({"colour": {}})
+
+
+def test_missing_dataset_and_layer_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NCLAB_DATA", raising=False)
+    code = main(
+        [
+            "train",
+            "--preset",
+            "smoke",
+            "--out",
+            str(tmp_path / "a"),
+            "data.name=cifar10",
+            f"data.data_dir={tmp_path}",
+        ]
+    )
+    assert code == 2 and "cifar10: not found" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"layers: \['nope'\] not found.*valid module names"):
+        train(smoke("track.layers=[nope]"), tmp_path / "b")
+
+
+def test_diverging_loss_stops_with_a_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = train(smoke("optim.lr=1e12", "optim.momentum=0.0"), tmp_path / "run")
+    assert result.stopped_early is not None and "training loss is" in result.stopped_early
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_batches_cover_every_sample_and_augmentation_keeps_shapes() -> None:
+    assert batch_starts(10, 4) == [0, 4, 8, 10]
+    assert batch_starts(9, 4) == [0, 4, 9]  # a last batch of one is merged
+    x = torch.arange(2 * 3 * 5 * 5, dtype=torch.float32).reshape(2, 3, 5, 5)
+    out = random_crop_flip(x, torch.Generator().manual_seed(0), pad=0)
+    for i in range(2):
+        assert torch.equal(out[i], x[i]) or torch.equal(out[i], x[i].flip(2))
+    assert random_crop_flip(x, torch.Generator().manual_seed(0)).shape == x.shape
