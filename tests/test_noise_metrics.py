@@ -70,3 +70,10 @@ def test_no_noise_and_missing_clean_class() -> None:
         measure_noise(FEATS, OBSERVED, np.array([0, 0, 1, 1, 1, 0, 1, 0]))
     with pytest.raises(ValueError, match="true: expected one label per feature row"):
         measure_noise(FEATS, OBSERVED, TRUE[:5])
+
+
+def test_inputs_are_never_modified() -> None:
+    feats = FEATS.copy()
+    measure_noise(feats, OBSERVED, TRUE)
+    measure(feats, OBSERVED)
+    assert np.array_equal(feats, FEATS)

@@ -85,6 +85,8 @@ class NoiseAccumulator(_Accumulator):
         self._nc = CollapseAccumulator(clean)
         k = self.num_classes
         self._means_ext = torch.cat([clean.means, clean.means.new_zeros(1, clean.dim)])
+        self._gram = self._means_ext @ self._means_ext.T
+        self._dist = pair_distances_sq(self._means_ext).sqrt()
         self._table = torch.zeros(k + 1, 7, dtype=_F64, device=clean.means.device)
 
     def update(self, features: Any, observed: Any, true: Any) -> None:
@@ -100,13 +102,19 @@ class NoiseAccumulator(_Accumulator):
         for (hs, ys_obs), (_, ys_true) in zip(
             chunk_rows(h, obs_rows, 1 << 14), chunk_rows(h, tru_rows, 1 << 14), strict=True
         ):
+            # One GEMM gives every h·μ_c; the projection on the direction between centroids is
+            # then ⟨h - μ_o, μ_t - μ_o⟩ = (h·μ_t - h·μ_o) - (μ_o·μ_t - μ_o·μ_o).
             h64 = hs.to(_F64)
-            mu_obs = self._means_ext.index_select(0, ys_obs)
-            to_true = h64 - self._means_ext.index_select(0, ys_true)
-            dist_true = torch.linalg.vector_norm(to_true, dim=1)
-            direction = self._means_ext.index_select(0, ys_true) - mu_obs
-            gap = torch.linalg.vector_norm(direction, dim=1)
-            proj = ((h64 - mu_obs) * direction).sum(1) / gap
+            dots = h64 @ self._means_ext.T
+            h_t = dots.gather(1, ys_true.unsqueeze(1)).squeeze(1)
+            h_o = dots.gather(1, ys_obs.unsqueeze(1)).squeeze(1)
+            offset = self._gram[ys_obs, ys_true] - self._gram[ys_obs, ys_obs]
+            gap = self._dist[ys_obs, ys_true]
+            proj = ((h_t - h_o) - offset) / gap
+            # Not in place: for float64 input, h64 is the caller's own tensor.
+            dist_true = torch.linalg.vector_norm(
+                h64 - self._means_ext.index_select(0, ys_true), dim=1
+            )
             is_clean = ys_obs == ys_true
             noisy = (~is_clean).to(_F64)
             cols = torch.stack(
