@@ -91,10 +91,39 @@ class TrainResult:
 
 def _device(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("run.device: cuda requested but no CUDA device is available")
+    if name == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device(name)
+
+
+def _distributed(device: torch.device) -> tuple[int, int]:
+    """(rank, world size); joins the process group that ``torchrun`` describes in the
+    environment (gloo on CPU, nccl on CUDA) when WORLD_SIZE > 1."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _all_reduce(t: torch.Tensor, world: int) -> torch.Tensor:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(t)
+    return t
 
 
 def prepare_data(
@@ -126,11 +155,17 @@ def prepare_data(
     return train, test, k, tuple(train_set.images.shape[1:])  # type: ignore[return-value]
 
 
-def random_crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Per-sample random crop (zero padding ``pad``) and horizontal flip, on tensors."""
+def random_crop_flip(
+    x: torch.Tensor, gen: torch.Generator, pad: int = 4, keep: slice = slice(None)
+) -> torch.Tensor:
+    """Per-sample random crop (zero padding ``pad``) and horizontal flip, on tensors.
+
+    The random draws are made for the whole batch ``x`` and applied to the rows ``keep`` only,
+    so that every process of a distributed run draws the same numbers."""
+    offsets = torch.randint(0, 2 * pad + 1, (2, x.shape[0]), generator=gen)[:, keep].to(x.device)
+    flips = (torch.rand(x.shape[0], generator=gen) < 0.5)[keep].to(x.device)
+    x = x[keep]
     b, _, h, w = x.shape
-    offsets = torch.randint(0, 2 * pad + 1, (2, b), generator=gen).to(x.device)
-    flips = (torch.rand(b, generator=gen) < 0.5).to(x.device)
     padded = F.pad(x, (pad, pad, pad, pad))
     rows = (offsets[0, :, None] + torch.arange(h, device=x.device))[:, None, :, None]
     cols = (offsets[1, :, None] + torch.arange(w, device=x.device))[:, None, None, :]
@@ -181,9 +216,19 @@ def evaluate(
     k: int,
     noise: bool,
     layers: list[str],
+    rank: int = 0,
+    world: int = 1,
 ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """Loss and accuracies (observed and true labels), and per layer in ``layers`` the NC report
-    (and memorization / dilation when ``noise``), from one pass (two without ``cache_features``)."""
+    (and memorization / dilation when ``noise``), from one pass (two without ``cache_features``).
+
+    With ``world`` > 1 each process evaluates its contiguous shard of the data and the sums are
+    all-reduced, so every process gets the numbers of a single-process run."""
+    n_all = len(data.observed)
+    lo_shard, hi_shard = n_all * rank // world, n_all * (rank + 1) // world
+    data = Split(
+        data.x[lo_shard:hi_shard], data.observed[lo_shard:hi_shard], data.true[lo_shard:hi_shard]
+    )
     bounds = batch_starts(len(data.observed), cfg.data.eval_batch_size)
     clean = data.observed == data.true
     opts = MetricOptions()
@@ -213,6 +258,10 @@ def evaluate(
                     cache[name].append(feats)
         centred, noisy_acc = {}, {}
         for name in layers:
+            if world > 1:
+                means[name].all_reduce()
+                if noise:
+                    clean_means[name].all_reduce()
             fc = model.get_submodule("fc")
             weight = (fc.weight, fc.bias) if name == "penultimate" else (None, None)
             centred[name] = CollapseAccumulator(means[name].compute(opts), *weight)
@@ -229,7 +278,14 @@ def evaluate(
                 centred[name].update(feats, data.observed[lo:hi])
                 if noise:
                     noisy_acc[name].update(feats, data.observed[lo:hi], data.true[lo:hi])
-    n = float(len(data.observed))
+        for name in layers:
+            if world > 1:
+                centred[name].all_reduce()
+                if noise:
+                    noisy_acc[name].all_reduce()
+    _all_reduce(loss_sum, world)
+    _all_reduce(hits, world)
+    n = float(n_all)
     summary = {
         "eval_loss": float(loss_sum) / n,
         "acc_observed": float(hits[0]) / n,
@@ -288,10 +344,13 @@ def train(
 ) -> TrainResult:
     """Run the training described by ``cfg`` into ``out_dir`` (see the module docstring)."""
     out = Path(out_dir)
-    state = _check_run_dir(out, cfg, resume)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     device = _device(cfg.run.device)
+    rank, world = _distributed(device)
+    state = _check_run_dir(out, cfg, resume)
+    _barrier(world)  # every process has read the directory before rank 0 writes to it
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     train_data, test_data, k, shape = prepare_data(cfg, device)
     torch.manual_seed(cfg.run.seed)
@@ -315,16 +374,23 @@ def train(
         sched.load_state_dict(state["scheduler"])
         gen.set_state(state["generator"])
         rows, start = list(state["rows"]), int(state["epoch"])
-        _write_metrics(out / "metrics.csv", rows)
+        if rank == 0:
+            _write_metrics(out / "metrics.csv", rows)
     if cfg.run.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    step_model: Any = torch.compile(model) if cfg.run.compile else model
+    step_model: Any = model
+    if world > 1:
+        if device.type == "cuda":
+            step_model = nn.SyncBatchNorm.convert_sync_batchnorm(step_model)  # type: ignore[no-untyped-call]
+        step_model = nn.parallel.DistributedDataParallel(step_model)
+    if cfg.run.compile:
+        step_model = torch.compile(step_model)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.run.bf16)
     noise = cfg.noise.rate > 0
     penalty = cfg.optim.feature_penalty
     n = len(train_data.observed)
     bounds = batch_starts(n, cfg.data.batch_size)
-    bar = _progress(cfg, start)
+    bar = _progress(cfg, start) if rank == 0 else None
     stopped: str | None = None
     live: dict[str, torch.Tensor] = {}
     if penalty:
@@ -338,23 +404,29 @@ def train(
         perm = torch.randperm(n, generator=gen).to(device)
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         for lo, hi in itertools.pairwise(bounds):
+            # Each process takes every world-th sample of the global batch; the loss is scaled
+            # so that DDP's gradient average equals the gradient of the global batch mean.
+            mine = slice(rank, None, world)
             idx = perm[lo:hi]
-            xb, yb = train_data.x[idx], train_data.observed[idx]
             if cfg.data.augment:
-                xb = random_crop_flip(xb, gen)
+                xb = random_crop_flip(train_data.x[idx], gen, keep=mine)
+            else:
+                xb = train_data.x[idx[mine]]
+            yb = train_data.observed[idx[mine]]
             with autocast:
                 logits = step_model(xb)
-            batch_loss = loss(logits.float(), yb)
+            per_sample = loss.per_sample(logits.float(), yb)
             if penalty:
                 feats = live["penultimate"].flatten(1).float()
-                batch_loss = batch_loss + 0.5 * penalty * feats.square().sum(1).mean()
+                per_sample = per_sample + 0.5 * penalty * feats.square().sum(1)
+            batch_loss = per_sample.sum() * (world / (hi - lo))
             opt.zero_grad(set_to_none=True)
             batch_loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
-            loss_sum += batch_loss.detach().double() * (hi - lo)
+            loss_sum += per_sample.detach().double().sum()
         lr = opt.param_groups[0]["lr"]
         sched.step()
-        train_loss = float(loss_sum) / n
+        train_loss = float(_all_reduce(loss_sum, world)) / n
         if not math.isfinite(train_loss):
             stopped = (
                 f"epoch {epoch + 1}: the training loss is {train_loss}; stopped, the "
@@ -364,10 +436,24 @@ def train(
             break
         if (epoch + 1) % cfg.track.eval_every == 0 or epoch + 1 == cfg.optim.epochs:
             rows += _evaluate_epoch(
-                model, train_data, test_data, cfg, loss, k, noise, epoch + 1, lr, train_loss
+                model,
+                train_data,
+                test_data,
+                cfg,
+                loss,
+                k,
+                noise,
+                epoch + 1,
+                lr,
+                train_loss,
+                rank,
+                world,
             )
-            _write_metrics(out / "metrics.csv", rows)
-        if (epoch + 1) % cfg.run.checkpoint_every == 0 or epoch + 1 == cfg.optim.epochs:
+            if rank == 0:
+                _write_metrics(out / "metrics.csv", rows)
+        if rank == 0 and (
+            (epoch + 1) % cfg.run.checkpoint_every == 0 or epoch + 1 == cfg.optim.epochs
+        ):
             _save(
                 out / "checkpoint.pt",
                 {
@@ -388,8 +474,9 @@ def train(
             bar.update(1)
     if bar is not None:
         bar.close()
-    if stopped is None:
+    if stopped is None and rank == 0:
         _save(out / "model.pt", model.state_dict())
+    _barrier(world)
     return TrainResult(out_dir=out, rows=rows, model=model, stopped_early=stopped)
 
 
@@ -404,11 +491,15 @@ def _evaluate_epoch(
     epoch: int,
     lr: float,
     train_loss: float,
+    rank: int = 0,
+    world: int = 1,
 ) -> list[dict[str, Any]]:
     layers = cfg.track.layers
-    summary, reports = evaluate(model, train_data, cfg, loss, k, noise, layers)
+    summary, reports = evaluate(model, train_data, cfg, loss, k, noise, layers, rank, world)
     test_layers = layers if cfg.track.test_metrics else []
-    test_summary, test_reports = evaluate(model, test_data, cfg, loss, k, False, test_layers)
+    test_summary, test_reports = evaluate(
+        model, test_data, cfg, loss, k, False, test_layers, rank, world
+    )
     common = {
         "epoch": epoch,
         "lr": lr,
