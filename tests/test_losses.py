@@ -45,10 +45,30 @@ def test_loss_parameters_are_validated() -> None:
         make_loss("hinge")
     with pytest.raises(ValueError, match=r"smoothing: expected α in \[0, 1\)"):
         make_loss("ls", smoothing=1.0)
-    with pytest.raises(ValueError, match="smoothing: only the 'ls' loss"):
+    with pytest.raises(ValueError, match="smoothing: only the 'ls' and 'relaxation' losses"):
         make_loss("ce", smoothing=0.1)
     with pytest.raises(ValueError, match="gamma: expected γ >= 0"):
         make_loss("focal", gamma=-1.0)
     with pytest.raises(ValueError, match="equiangular"):
         make_loss("mse").equiangular(1.0, 3)
     assert math.isclose(make_loss("ce").equiangular(0.0, 10), math.log(10))
+
+
+def test_rescaled_mse_and_label_relaxation() -> None:
+    m, k = 3.0, 2.0
+    target = F.one_hot(LABELS, 5).double()
+    by_hand = 0.5 * ((1 + (k - 1) * target) * (LOGITS - m * target).square()).sum(1).mean()
+    rescaled = make_loss("mse", target_scale=m, target_weight=k)(LOGITS, LABELS)
+    assert torch.allclose(rescaled, by_hand)
+    # Label relaxation with α = 0 is cross-entropy; with α > 0 it vanishes once p_y >= 1 - α.
+    assert torch.allclose(make_loss("relaxation")(LOGITS, LABELS), F.cross_entropy(LOGITS, LABELS))
+    relax = make_loss("relaxation", smoothing=0.3)
+    confident = 10.0 * F.one_hot(LABELS, 5).double()
+    assert float(relax(confident, LABELS)) == 0.0
+    p = torch.softmax(LOGITS, 1)
+    p_y = p.gather(1, LABELS[:, None]).squeeze(1)
+    proj = 0.3 * p / (1 - p_y[:, None])
+    proj[torch.arange(7), LABELS] = 0.7
+    kl = (proj * (proj.log() - p.log())).sum(1)
+    expected = torch.where(p_y < 0.7, kl, torch.zeros_like(kl)).mean()
+    assert torch.allclose(relax(LOGITS, LABELS), expected)

@@ -68,11 +68,15 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    """name: ``ce`` | ``mse`` | ``ls`` | ``focal`` (nclab.losses); smoothing: α; gamma: γ."""
+    """name: ``ce`` | ``mse`` | ``ls`` | ``focal`` | ``relaxation`` (nclab.losses); smoothing: α
+    of label smoothing and label relaxation; gamma: γ of focal; target_scale, target_weight:
+    M and k of the rescaled MSE."""
 
     name: str = "ce"
     smoothing: float = 0.0
     gamma: float = 0.0
+    target_scale: float = 1.0
+    target_weight: float = 1.0
 
 
 @dataclass

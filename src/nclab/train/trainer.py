@@ -362,7 +362,14 @@ def train(
         batchnorm=cfg.model.batchnorm,
         width=cfg.model.width,
     ).to(device)
-    loss = make_loss(cfg.loss.name, smoothing=cfg.loss.smoothing, gamma=cfg.loss.gamma)
+    lc = cfg.loss
+    loss = make_loss(
+        lc.name,
+        smoothing=lc.smoothing,
+        gamma=lc.gamma,
+        target_scale=lc.target_scale,
+        target_weight=lc.target_weight,
+    )
     opt = make_optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: lr_factor(cfg, e))
     gen = torch.Generator().manual_seed(cfg.run.seed)
