@@ -155,3 +155,43 @@ def test_batches_cover_every_sample_and_augmentation_keeps_shapes() -> None:
     for i in range(2):
         assert torch.equal(out[i], x[i]) or torch.equal(out[i], x[i].flip(2))
     assert random_crop_flip(x, torch.Generator().manual_seed(0)).shape == x.shape
+
+
+def test_cached_and_recomputed_features_give_the_same_metrics(tmp_path: Path) -> None:
+    cached = train(smoke("optim.epochs=2", "track.test_metrics=true"), tmp_path / "a").rows
+    recomputed = train(
+        smoke("optim.epochs=2", "track.test_metrics=true", "track.cache_features=false"),
+        tmp_path / "b",
+    ).rows
+    assert [r["split"] for r in cached] == ["train", "test"] * 2
+    for a, b in zip(cached, recomputed, strict=True):
+        for key, value in a.items():
+            if isinstance(value, float) and not math.isnan(value):
+                assert value == pytest.approx(b[key], rel=1e-12), key
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["model.name=cnn", "model.widths=[8, 16]", "data.augment=true"],
+        [
+            "model.name=resnet18",
+            "model.width=0.0625",
+            "data.per_class=8",
+            "data.test_per_class=4",
+            "track.layers=[layer4, penultimate]",
+        ],
+        ["optim.feature_penalty=0.01", "loss.name=mse", "optim.schedule=cosine"],
+        ["loss.name=relaxation", "loss.smoothing=0.1", "noise.kind=pair"],
+    ],
+)
+def test_networks_losses_and_options_train(tmp_path: Path, overrides: list[str]) -> None:
+    result = train(smoke("optim.epochs=2", *overrides), tmp_path / "run")
+    assert result.stopped_early is None and len(result.rows) >= 2
+    assert all(math.isfinite(r["nc1"]) for r in result.rows)
+
+
+def test_feature_penalty_is_part_of_the_training_loss(tmp_path: Path) -> None:
+    plain = train(smoke("optim.epochs=1"), tmp_path / "a").rows[0]["train_loss"]
+    penalized = train(smoke("optim.epochs=1", "optim.feature_penalty=1.0"), tmp_path / "b")
+    assert penalized.rows[0]["train_loss"] > plain
