@@ -144,3 +144,52 @@ def test_shipped_subset_is_what_the_script_makes_from_the_system_data() -> None:
     full = subset(load_dataset("fashion-mnist"), per_class=400, seed=0)
     small = load_dataset("fashion-mnist-small")
     assert torch.equal(full.images, small.images) and torch.equal(full.labels, small.labels)
+
+
+def _serve_locally(monkeypatch: pytest.MonkeyPatch, name: str, files: dict[str, Path]) -> None:
+    """Point the download registry of ``name`` at local files (file:// URLs, real checksums)."""
+    from nclab.train import download as dl
+
+    remotes = tuple(
+        dl.Remote(path.as_uri(), filename, dl._md5(path), extract=filename.endswith(".tar.gz"))
+        for filename, path in files.items()
+    )
+    monkeypatch.setitem(dl.REMOTES, name, remotes)
+
+
+def test_download_is_opt_in_verified_and_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tarfile
+
+    src = tmp_path / "src" / "cifar-10-batches-py"
+    src.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": RNG.integers(0, 256, size=(2, 3072)).astype(np.uint8), b"labels": [0, 1]}
+        (src / name).write_bytes(pickle.dumps(batch, protocol=2))
+    archive = tmp_path / "src" / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(src, arcname="cifar-10-batches-py")
+    _serve_locally(monkeypatch, "cifar10", {"cifar-10-python.tar.gz": archive})
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("NCLAB_DATA", raising=False)
+    with pytest.raises(DatasetNotFound, match="pass --download"):
+        load_dataset("cifar10")
+    data = load_dataset("cifar10", train=False, download=True)
+    assert (
+        len(data) == 2
+        and (tmp_path / "cache" / "nclab" / "cifar10" / "cifar-10-batches-py").is_dir()
+    )
+    assert len(load_dataset("cifar10")) == 10  # from the cache now, no download asked
+
+
+def test_download_rejects_a_wrong_checksum(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nclab.train import download as dl
+
+    bad = tmp_path / "test_32x32.mat"
+    bad.write_bytes(b"not the real file")
+    monkeypatch.setitem(dl.REMOTES, "svhn", (dl.Remote(bad.as_uri(), "test_32x32.mat", "0" * 32),))
+    with pytest.raises(ValueError, match=r"test_32x32\.mat: checksum mismatch"):
+        dl.download("svhn", tmp_path / "dest")
+    assert not (tmp_path / "dest" / "test_32x32.mat").exists()
+    assert list((tmp_path / "dest").iterdir()) == []  # the partial file is gone too

@@ -27,6 +27,11 @@ def add_train_parser(sub: Any) -> None:
     p.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its checkpoint"
     )
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="download a dataset that is not on this machine (checksums verified; needs internet)",
+    )
     p.add_argument("overrides", nargs="*", default=[], help="section.key=value, e.g. optim.lr=0.1")
     p.set_defaults(func=_cmd_train)
 
@@ -52,7 +57,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg, name = TrainConfig(), "default"
     cfg = apply_overrides(cfg, overrides)
     out = Path(args.out) if args.out else Path("runs") / name
-    result = train(cfg, out, resume=args.resume)
+    result = train(cfg, out, resume=args.resume, download=args.download)
     last = result.rows[-1] if result.rows else {}
     print(
         f"wrote {out / 'metrics.csv'} ({len(result.rows)} rows); last epoch {last.get('epoch')}: "

