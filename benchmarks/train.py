@@ -10,7 +10,8 @@ with momentum): seconds per epoch and training images per second of
   (what any run that reports training accuracy pays);
 * ``nclab``: :func:`nclab.train.train` with NC measured only at the end;
 * ``nclab+NC``: the trainer measuring the full NC report on 2 layers (and memorization /
-  dilation under 20% label noise) every epoch.
+  dilation under 20% label noise) every epoch, on an evaluation pass (``track.source=eval``);
+* ``nclab+NC/train``: the same on the features of the training passes (``track.source=train``).
 
 Prints the ratios against ``bare`` and ``bare+eval`` from one run; absolute times are noisy on
 shared machines.
@@ -62,8 +63,8 @@ def bare_loop(epochs: int, evaluate: bool) -> float:
     return (time.perf_counter() - start) / epochs
 
 
-def trainer(epochs: int, every_epoch: bool) -> float:
-    overrides = [f"optim.epochs={epochs}", "run.progress=false"]
+def trainer(epochs: int, every_epoch: bool, source: str = "eval") -> float:
+    overrides = [f"optim.epochs={epochs}", "run.progress=false", f"track.source={source}"]
     overrides.append("track.eval_every=1" if every_epoch else f"track.eval_every={epochs}")
     cfg = apply_overrides(preset("cpu-mlp"), overrides)
     with tempfile.TemporaryDirectory() as tmp:
@@ -84,8 +85,9 @@ def main() -> None:
         "bare+eval": bare_loop(args.epochs, evaluate=True),
         "nclab": trainer(args.epochs, every_epoch=False),
         "nclab+NC": trainer(args.epochs, every_epoch=True),
+        "nclab+NC/train": trainer(args.epochs, every_epoch=True, source="train"),
     }
-    print(f"{'loop':<10} {'s/epoch':>8} {'img/s':>8} {'x bare':>7} {'x bare+eval':>12}")
+    print(f"{'loop':<15} {'s/epoch':>8} {'img/s':>8} {'x bare':>7} {'x bare+eval':>12}")
     for name, t in times.items():
         print(
             f"{name:<10} {t:>8.3f} {n / t:>8.0f} {t / times['bare']:>7.2f} "

@@ -195,3 +195,22 @@ def test_feature_penalty_is_part_of_the_training_loss(tmp_path: Path) -> None:
     plain = train(smoke("optim.epochs=1"), tmp_path / "a").rows[0]["train_loss"]
     penalized = train(smoke("optim.epochs=1", "optim.feature_penalty=1.0"), tmp_path / "b")
     assert penalized.rows[0]["train_loss"] > plain
+
+
+def test_training_pass_features_equal_eval_features_when_nothing_moves(tmp_path: Path) -> None:
+    # Without BatchNorm and with a negligible step, the features the training passes computed
+    # during the epoch are those of the evaluation pass: both sources give the same numbers
+    # (to the 1e-12 steps' effect, far below 1e-6).
+    common = [
+        "optim.epochs=1",
+        "optim.lr=1e-12",
+        "model.batchnorm=false",
+        "track.layers=[body.1, penultimate]",
+    ]
+    by_eval = train(smoke(*common), tmp_path / "eval").rows
+    by_train = train(smoke(*common, "track.source=train"), tmp_path / "train").rows
+    for a, b in zip(by_eval, by_train, strict=True):
+        for key in ("nc1", "nc2_etf_means", "memorization", "dilation_mean", "acc_observed"):
+            assert a[key] == pytest.approx(b[key], rel=1e-6), key
+    with pytest.raises(ValueError, match=r"track\.source: expected eval or train"):
+        smoke("track.source=both")

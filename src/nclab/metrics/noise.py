@@ -40,6 +40,7 @@ from nclab.metrics.accumulators import (
     _Accumulator,
     _all_reduce_sum,
     _route,
+    _Workspace,
     chunk_rows,
 )
 from nclab.metrics.nc1 import pair_distances_sq
@@ -88,6 +89,7 @@ class NoiseAccumulator(_Accumulator):
         self._gram = self._means_ext @ self._means_ext.T
         self._dist = pair_distances_sq(self._means_ext).sqrt()
         self._table = torch.zeros(k + 1, 7, dtype=_F64, device=clean.means.device)
+        self._work: _Workspace | None = None
 
     def update(self, features: Any, observed: Any, true: Any) -> None:
         """Add a batch: features (N, d), observed labels ỹ and true labels y (N,)."""
@@ -99,22 +101,24 @@ class NoiseAccumulator(_Accumulator):
         h, obs_rows = self._prepare(h, obs)
         k = self.num_classes
         tru_rows = _route(tru, k, None)
+        if self._work is None:
+            self._work = _Workspace(h.shape[1], 0, self._table.device)
+        work = self._work
         for (hs, ys_obs), (_, ys_true) in zip(
-            chunk_rows(h, obs_rows, 1 << 14), chunk_rows(h, tru_rows, 1 << 14), strict=True
+            chunk_rows(h, obs_rows, work.inner), chunk_rows(h, tru_rows, work.inner), strict=True
         ):
             # One GEMM gives every h·μ_c; the projection on the direction between centroids is
             # then ⟨h - μ_o, μ_t - μ_o⟩ = (h·μ_t - h·μ_o) - (μ_o·μ_t - μ_o·μ_o).
-            h64 = hs.to(_F64)
+            h64 = work.load(hs)  # a float64 copy in a reused buffer
             dots = h64 @ self._means_ext.T
             h_t = dots.gather(1, ys_true.unsqueeze(1)).squeeze(1)
             h_o = dots.gather(1, ys_obs.unsqueeze(1)).squeeze(1)
             offset = self._gram[ys_obs, ys_true] - self._gram[ys_obs, ys_obs]
             gap = self._dist[ys_obs, ys_true]
             proj = ((h_t - h_o) - offset) / gap
-            # Not in place: for float64 input, h64 is the caller's own tensor.
-            dist_true = torch.linalg.vector_norm(
-                h64 - self._means_ext.index_select(0, ys_true), dim=1
-            )
+            gathered = work.g[: h64.shape[0]]
+            torch.index_select(self._means_ext, 0, ys_true, out=gathered)
+            dist_true = torch.linalg.vector_norm(h64.sub_(gathered), dim=1)
             is_clean = ys_obs == ys_true
             noisy = (~is_clean).to(_F64)
             cols = torch.stack(

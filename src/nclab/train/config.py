@@ -103,12 +103,16 @@ class TrackConfig:
     """layers: module names whose outputs are measured (``penultimate`` is the classifier's
     input and gets the classifier metrics); eval_every: epochs between measurements;
     test_metrics: also measure NC on the test set; cache_features: keep the tracked features of
-    the evaluation pass in memory (N·d per layer) instead of a second forward pass."""
+    the evaluation pass in memory (N·d per layer) instead of a second forward pass.
+    source: ``eval`` (default; the features of an evaluation pass after the epoch, model in eval
+    mode, as in Papyan et al.) or ``train`` (the features the training forward passes computed
+    during the epoch, in train mode while the weights moved: no extra forward pass)."""
 
     layers: list[str] = field(default_factory=lambda: ["penultimate"])
     eval_every: int = 1
     test_metrics: bool = False
     cache_features: bool = True
+    source: str = "eval"
 
 
 @dataclass
@@ -172,6 +176,7 @@ class TrainConfig:
             (self.run.checkpoint_every >= 1, "run.checkpoint_every", "at least 1"),
             (self.run.device in ("auto", "cpu", "cuda"), "run.device", "auto, cpu or cuda"),
             (bool(self.track.layers), "track.layers", "at least one module name"),
+            (self.track.source in ("eval", "train"), "track.source", "eval or train"),
         ]
         schedules = ("constant", "step", "multistep", "cosine")
         checks.append((self.optim.schedule in schedules, "optim.schedule", f"one of {schedules}"))

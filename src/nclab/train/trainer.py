@@ -18,6 +18,7 @@ import itertools
 import math
 import os
 import sys
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -208,6 +209,78 @@ def lr_factor(cfg: TrainConfig, epoch: int) -> float:
     return 1.0
 
 
+# One evaluated batch: tracked features by layer, logits, observed and true labels.
+Batch = tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def measure_batches(
+    batches: Callable[[], Iterable[Batch]],
+    model: nn.Module,
+    loss: Loss,
+    k: int,
+    noise: bool,
+    layers: list[str],
+    world: int = 1,
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Loss and accuracies (observed and true labels), and per layer the NC report (and
+    memorization / dilation when ``noise``), from two passes over ``batches()``; the sums are
+    all-reduced over ``world`` processes, so every process gets the numbers of one process."""
+    opts = MetricOptions()
+    means = {name: ClassMeans(k) for name in layers}
+    clean_means = {name: ClassMeans(k) for name in layers}
+    device = next(model.parameters()).device
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    counts = torch.zeros(3, dtype=torch.int64, device=device)  # samples, hits observed, true
+    for feats, logits, y_obs, y_true in batches():
+        loss_sum += loss.per_sample(logits, y_obs).sum()
+        pred = logits.argmax(1)
+        counts += torch.stack(
+            [counts.new_tensor(len(y_obs)), (pred == y_obs).sum(), (pred == y_true).sum()]
+        )
+        for name in layers:
+            means[name].update(feats[name], y_obs)
+            if noise:
+                clean_means[name].update(feats[name], y_obs, mask=y_obs == y_true)
+    fc = model.get_submodule("fc")
+    centred, noisy = {}, {}
+    for name in layers:
+        if world > 1:
+            means[name].all_reduce()
+            if noise:
+                clean_means[name].all_reduce()
+        weight = (fc.weight, fc.bias) if name == "penultimate" else (None, None)
+        centred[name] = CollapseAccumulator(means[name].compute(opts), *weight)
+        if noise:
+            clean_stats = clean_means[name].compute(MetricOptions(drop_empty_classes=True))
+            noisy[name] = NoiseAccumulator(clean_stats)
+    if layers:
+        for feats, _, y_obs, y_true in batches():
+            for name in layers:
+                centred[name].update(feats[name], y_obs)
+                if noise:
+                    noisy[name].update(feats[name], y_obs, y_true)
+    for name in layers:
+        if world > 1:
+            centred[name].all_reduce()
+            if noise:
+                noisy[name].all_reduce()
+    _all_reduce(loss_sum, world)
+    _all_reduce(counts, world)
+    n = float(counts[0])
+    summary = {
+        "eval_loss": float(loss_sum) / n,
+        "acc_observed": float(counts[1]) / n,
+        "acc_true": float(counts[2]) / n,
+    }
+    reports = {}
+    for name in layers:
+        values = centred[name].compute().as_dict()
+        if noise:
+            values.update(noisy[name].compute().as_dict())
+        reports[name] = values
+    return summary, reports
+
+
 def evaluate(
     model: nn.Module,
     data: Split,
@@ -219,85 +292,45 @@ def evaluate(
     rank: int = 0,
     world: int = 1,
 ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    """Loss and accuracies (observed and true labels), and per layer in ``layers`` the NC report
-    (and memorization / dilation when ``noise``), from one pass (two without ``cache_features``).
-
-    With ``world`` > 1 each process evaluates its contiguous shard of the data and the sums are
-    all-reduced, so every process gets the numbers of a single-process run."""
+    """:func:`measure_batches` over ``data`` with the model in eval mode, without gradients:
+    one forward pass, its tracked features cached (``track.cache_features``; two forward passes
+    otherwise). With ``world`` > 1 each process takes its contiguous shard of the data."""
     n_all = len(data.observed)
     lo_shard, hi_shard = n_all * rank // world, n_all * (rank + 1) // world
-    data = Split(
-        data.x[lo_shard:hi_shard], data.observed[lo_shard:hi_shard], data.true[lo_shard:hi_shard]
-    )
-    bounds = batch_starts(len(data.observed), cfg.data.eval_batch_size)
-    clean = data.observed == data.true
-    opts = MetricOptions()
-    model.eval()
-    empty: dict[str, torch.Tensor] = {}
-    hooks: contextlib.AbstractContextManager[dict[str, torch.Tensor]] = (
-        capture(model, layers) if layers else contextlib.nullcontext(empty)
-    )
-    with torch.no_grad(), hooks as captured:
-        means = {name: ClassMeans(k) for name in layers}
-        clean_means = {name: ClassMeans(k) for name in layers}
-        cache: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
-        loss_sum = torch.zeros((), dtype=torch.float64, device=data.x.device)
-        hits = torch.zeros(2, dtype=torch.int64, device=data.x.device)
-        for lo, hi in itertools.pairwise(bounds):
-            logits = model(data.x[lo:hi]).float()
-            y_obs, y_true = data.observed[lo:hi], data.true[lo:hi]
-            loss_sum += loss.per_sample(logits, y_obs).sum()
-            pred = logits.argmax(1)
-            hits += torch.stack([(pred == y_obs).sum(), (pred == y_true).sum()])
-            for name in layers:
-                feats = captured[name]
-                means[name].update(feats, y_obs)
-                if noise:
-                    clean_means[name].update(feats, y_obs, mask=clean[lo:hi])
+    x = data.x[lo_shard:hi_shard]
+    y_obs, y_true = data.observed[lo_shard:hi_shard], data.true[lo_shard:hi_shard]
+    bounds = batch_starts(len(y_obs), cfg.data.eval_batch_size)
+    cache: list[Batch] = []
+
+    def batches() -> Iterator[Batch]:
+        if cache:
+            yield from cache
+            return
+        with torch.no_grad(), capture(model, layers) if layers else _no_hooks() as captured:
+            for lo, hi in itertools.pairwise(bounds):
+                logits = model(x[lo:hi]).float()
+                batch = (dict(captured), logits, y_obs[lo:hi], y_true[lo:hi])
                 if cfg.track.cache_features:
-                    cache[name].append(feats)
-        centred, noisy_acc = {}, {}
-        for name in layers:
-            if world > 1:
-                means[name].all_reduce()
-                if noise:
-                    clean_means[name].all_reduce()
-            fc = model.get_submodule("fc")
-            weight = (fc.weight, fc.bias) if name == "penultimate" else (None, None)
-            centred[name] = CollapseAccumulator(means[name].compute(opts), *weight)
-            if noise:
-                clean_stats = clean_means[name].compute(MetricOptions(drop_empty_classes=True))
-                noisy_acc[name] = NoiseAccumulator(clean_stats)
-        for i, (lo, hi) in enumerate(itertools.pairwise(bounds)):
-            if not layers:
-                break
-            if not cfg.track.cache_features:
-                model(data.x[lo:hi])
-            for name in layers:
-                feats = cache[name][i] if cfg.track.cache_features else captured[name]
-                centred[name].update(feats, data.observed[lo:hi])
-                if noise:
-                    noisy_acc[name].update(feats, data.observed[lo:hi], data.true[lo:hi])
-        for name in layers:
-            if world > 1:
-                centred[name].all_reduce()
-                if noise:
-                    noisy_acc[name].all_reduce()
-    _all_reduce(loss_sum, world)
-    _all_reduce(hits, world)
-    n = float(n_all)
-    summary = {
-        "eval_loss": float(loss_sum) / n,
-        "acc_observed": float(hits[0]) / n,
-        "acc_true": float(hits[1]) / n,
-    }
-    reports = {}
-    for name in layers:
-        values = centred[name].compute().as_dict()
-        if noise:
-            values.update(noisy_acc[name].compute().as_dict())
-        reports[name] = values
-    return summary, reports
+                    cache.append(batch)
+                yield batch
+
+    model.eval()
+    return measure_batches(batches, model, loss, k, noise, layers, world)
+
+
+def _concatenate(batches: list[Batch]) -> Batch:
+    feats = {name: torch.cat([b[0][name] for b in batches]) for name in batches[0][0]}
+    return (
+        feats,
+        torch.cat([b[1] for b in batches]),
+        torch.cat([b[2] for b in batches]),
+        torch.cat([b[3] for b in batches]),
+    )
+
+
+@contextlib.contextmanager
+def _no_hooks() -> Iterator[dict[str, torch.Tensor]]:
+    yield {}
 
 
 def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -415,27 +448,35 @@ def train(
         model.train()
         perm = torch.randperm(n, generator=gen).to(device)
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        for lo, hi in itertools.pairwise(bounds):
-            # Each process takes every world-th sample of the global batch; the loss is scaled
-            # so that DDP's gradient average equals the gradient of the global batch mean.
-            mine = slice(rank, None, world)
-            idx = perm[lo:hi]
-            if cfg.data.augment:
-                xb = random_crop_flip(train_data.x[idx], gen, keep=mine)
-            else:
-                xb = train_data.x[idx[mine]]
-            yb = train_data.observed[idx[mine]]
-            with autocast:
-                logits = step_model(xb)
-            per_sample = loss.per_sample(logits.float(), yb)
-            if penalty:
-                feats = live["penultimate"].flatten(1).float()
-                per_sample = per_sample + 0.5 * penalty * feats.square().sum(1)
-            batch_loss = per_sample.sum() * (world / (hi - lo))
-            opt.zero_grad(set_to_none=True)
-            batch_loss.backward()  # type: ignore[no-untyped-call]
-            opt.step()
-            loss_sum += per_sample.detach().double().sum()
+        measure_now = (epoch + 1) % cfg.track.eval_every == 0 or epoch + 1 == cfg.optim.epochs
+        from_training = measure_now and cfg.track.source == "train"
+        seen: list[Batch] = []
+        hooks = capture(model, cfg.track.layers) if from_training else _no_hooks()
+        with hooks as captured:
+            for lo, hi in itertools.pairwise(bounds):
+                # Each process takes every world-th sample of the global batch; the loss is
+                # scaled so that DDP's gradient average is the gradient of the global batch mean.
+                mine = slice(rank, None, world)
+                idx = perm[lo:hi]
+                if cfg.data.augment:
+                    xb = random_crop_flip(train_data.x[idx], gen, keep=mine)
+                else:
+                    xb = train_data.x[idx[mine]]
+                yb = train_data.observed[idx[mine]]
+                with autocast:
+                    logits = step_model(xb)
+                per_sample = loss.per_sample(logits.float(), yb)
+                if penalty:
+                    feats = live["penultimate"].flatten(1).float()
+                    per_sample = per_sample + 0.5 * penalty * feats.square().sum(1)
+                batch_loss = per_sample.sum() * (world / (hi - lo))
+                opt.zero_grad(set_to_none=True)
+                batch_loss.backward()  # type: ignore[no-untyped-call]
+                opt.step()
+                loss_sum += per_sample.detach().double().sum()
+                if from_training:
+                    y_true = train_data.true[idx[mine]]
+                    seen.append((dict(captured), logits.detach().float(), yb, y_true))
         lr = opt.param_groups[0]["lr"]
         sched.step()
         train_loss = float(_all_reduce(loss_sum, world)) / n
@@ -446,7 +487,7 @@ def train(
             )
             print(f"nclab train: {stopped}", file=sys.stderr)
             break
-        if (epoch + 1) % cfg.track.eval_every == 0 or epoch + 1 == cfg.optim.epochs:
+        if measure_now:
             rows += _evaluate_epoch(
                 model,
                 train_data,
@@ -460,6 +501,7 @@ def train(
                 train_loss,
                 rank,
                 world,
+                seen,
             )
             if rank == 0:
                 _write_metrics(out / "metrics.csv", rows)
@@ -505,9 +547,14 @@ def _evaluate_epoch(
     train_loss: float,
     rank: int = 0,
     world: int = 1,
+    seen: list[Batch] | None = None,
 ) -> list[dict[str, Any]]:
     layers = cfg.track.layers
-    summary, reports = evaluate(model, train_data, cfg, loss, k, noise, layers, rank, world)
+    if seen:  # track.source == "train": the features of this epoch's training passes
+        whole = _concatenate(seen)  # one batch: the accumulators' cost is per call
+        summary, reports = measure_batches(lambda: [whole], model, loss, k, noise, layers, world)
+    else:
+        summary, reports = evaluate(model, train_data, cfg, loss, k, noise, layers, rank, world)
     test_layers = layers if cfg.track.test_metrics else []
     test_summary, test_reports = evaluate(
         model, test_data, cfg, loss, k, False, test_layers, rank, world
