@@ -1,6 +1,6 @@
 """Benchmark of the trainer against a bare PyTorch loop on the same model and data.
 
-Run: ``python benchmarks/train.py`` (about a minute on 2 cores).
+Run: ``python benchmarks/train.py`` (about two minutes on 2 cores).
 
 The cpu-mlp setting (MLP 784-512-512-512, the 4,000-image Fashion-MNIST subset, batch 128, SGD
 with momentum): seconds per epoch and training images per second of
@@ -13,7 +13,8 @@ with momentum): seconds per epoch and training images per second of
   dilation under 20% label noise) every epoch, on an evaluation pass (``track.source=eval``);
 * ``nclab+NC/train``: the same on the features of the training passes (``track.source=train``).
 
-Prints the ratios against ``bare`` and ``bare+eval`` from one run; absolute times are noisy on
+Each loop is measured ``--rounds`` times, the loops interleaved, and the median kept; the
+ratios against ``bare`` and ``bare+eval`` come from one run. Absolute times are noisy on
 shared machines.
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -77,16 +79,22 @@ def trainer(epochs: int, every_epoch: bool, source: str = "eval") -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=8, help="epochs per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="measurements per loop (median)")
     args = parser.parse_args()
     n = 4000
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; cpu-mlp, {n} images")
-    times = {
-        "bare": bare_loop(args.epochs, evaluate=False),
-        "bare+eval": bare_loop(args.epochs, evaluate=True),
-        "nclab": trainer(args.epochs, every_epoch=False),
-        "nclab+NC": trainer(args.epochs, every_epoch=True),
-        "nclab+NC/train": trainer(args.epochs, every_epoch=True, source="train"),
+    loops = {
+        "bare": lambda: bare_loop(args.epochs, evaluate=False),
+        "bare+eval": lambda: bare_loop(args.epochs, evaluate=True),
+        "nclab": lambda: trainer(args.epochs, every_epoch=False),
+        "nclab+NC": lambda: trainer(args.epochs, every_epoch=True),
+        "nclab+NC/train": lambda: trainer(args.epochs, every_epoch=True, source="train"),
     }
+    samples: dict[str, list[float]] = {name: [] for name in loops}
+    for _ in range(args.rounds):
+        for name, run in loops.items():
+            samples[name].append(run())
+    times = {name: statistics.median(values) for name, values in samples.items()}
     print(f"{'loop':<15} {'s/epoch':>8} {'img/s':>8} {'x bare':>7} {'x bare+eval':>12}")
     for name, t in times.items():
         print(
