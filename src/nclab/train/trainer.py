@@ -318,14 +318,49 @@ def evaluate(
     return measure_batches(batches, model, loss, k, noise, layers, world)
 
 
-def _concatenate(batches: list[Batch]) -> Batch:
-    feats = {name: torch.cat([b[0][name] for b in batches]) for name in batches[0][0]}
-    return (
-        feats,
-        torch.cat([b[1] for b in batches]),
-        torch.cat([b[2] for b in batches]),
-        torch.cat([b[3] for b in batches]),
-    )
+class _EpochStore:
+    """The tracked features, logits and labels of one epoch's training passes, copied into
+    buffers allocated once and reused every epoch (holding the activations themselves would keep
+    autograd's memory alive and make every step allocate afresh)."""
+
+    def __init__(self) -> None:
+        self.buffers: dict[str, torch.Tensor] = {}
+        self.filled = 0
+
+    def reset(self) -> None:
+        self.filled = 0
+
+    def add(
+        self,
+        feats: dict[str, torch.Tensor],
+        logits: torch.Tensor,
+        observed: torch.Tensor,
+        true: torch.Tensor,
+    ) -> None:
+        parts = {
+            **{f"f:{n}": t for n, t in feats.items()},
+            "logits": logits.detach(),
+            "observed": observed,
+            "true": true,
+        }
+        lo, hi = self.filled, self.filled + len(observed)
+        for key, value in parts.items():
+            buf = self.buffers.get(key)
+            if buf is None or buf.shape[0] < hi:
+                grown = value.new_empty(
+                    (max(hi, 2 * (0 if buf is None else buf.shape[0])), *value.shape[1:])
+                )
+                if buf is not None:
+                    grown[:lo] = buf[:lo]
+                self.buffers[key] = buf = grown
+            buf[lo:hi] = value
+        self.filled = hi
+
+    def batch(self) -> Batch:
+        n = self.filled
+        feats = {key[2:]: buf[:n] for key, buf in self.buffers.items() if key.startswith("f:")}
+        b = self.buffers
+        return feats, b["logits"][:n].float(), b["observed"][:n], b["true"][:n]
 
 
 @contextlib.contextmanager
@@ -437,6 +472,7 @@ def train(
     bounds = batch_starts(n, cfg.data.batch_size)
     bar = _progress(cfg, start) if rank == 0 else None
     stopped: str | None = None
+    store = _EpochStore()
     live: dict[str, torch.Tensor] = {}
     if penalty:
         # The feature penalty needs the penultimate output on the autograd graph.
@@ -450,7 +486,7 @@ def train(
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         measure_now = (epoch + 1) % cfg.track.eval_every == 0 or epoch + 1 == cfg.optim.epochs
         from_training = measure_now and cfg.track.source == "train"
-        seen: list[Batch] = []
+        store.reset()
         hooks = capture(model, cfg.track.layers) if from_training else _no_hooks()
         with hooks as captured:
             for lo, hi in itertools.pairwise(bounds):
@@ -475,8 +511,7 @@ def train(
                 opt.step()
                 loss_sum += per_sample.detach().double().sum()
                 if from_training:
-                    y_true = train_data.true[idx[mine]]
-                    seen.append((dict(captured), logits.detach().float(), yb, y_true))
+                    store.add(captured, logits, yb, train_data.true[idx[mine]])
         lr = opt.param_groups[0]["lr"]
         sched.step()
         train_loss = float(_all_reduce(loss_sum, world)) / n
@@ -501,7 +536,7 @@ def train(
                 train_loss,
                 rank,
                 world,
-                seen,
+                store.batch() if from_training else None,
             )
             if rank == 0:
                 _write_metrics(out / "metrics.csv", rows)
@@ -547,12 +582,11 @@ def _evaluate_epoch(
     train_loss: float,
     rank: int = 0,
     world: int = 1,
-    seen: list[Batch] | None = None,
+    seen: Batch | None = None,
 ) -> list[dict[str, Any]]:
     layers = cfg.track.layers
-    if seen:  # track.source == "train": the features of this epoch's training passes
-        whole = _concatenate(seen)  # one batch: the accumulators' cost is per call
-        summary, reports = measure_batches(lambda: [whole], model, loss, k, noise, layers, world)
+    if seen is not None:  # track.source == "train": the features of this epoch's training passes
+        summary, reports = measure_batches(lambda: [seen], model, loss, k, noise, layers, world)
     else:
         summary, reports = evaluate(model, train_data, cfg, loss, k, noise, layers, rank, world)
     test_layers = layers if cfg.track.test_metrics else []
