@@ -206,8 +206,8 @@ class UFM:
     ) -> UFMSolution:
         """Minimize F from ``restarts`` random starting points; keep the best converged one.
 
-        ``record_every`` > 0 records (iteration, objective, gradient norm, nc1, nc2_etf_means,
-        nc3_duality) along the path of the kept restart.
+        ``record_every`` > 0 records (iteration, objective, nc1, nc2_etf_means, nc3_duality)
+        along the path of the kept restart.
         """
         _check_size("restarts", restarts, 1)
         gen = torch.Generator().manual_seed(seed)
