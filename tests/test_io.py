@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 from typing import IO
 
@@ -28,4 +29,7 @@ def test_failed_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path: 
 def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
     path = atomic_write_text(tmp_path / "sub" / "metrics.csv", "a,b\n")
     assert path.read_text() == "a,b\n"
-    assert path.stat().st_mode & 0o044  # readable by group/others under the usual umask
+    umask = os.umask(0)
+    os.umask(umask)
+    # Like open(): 0666 less the umask, not mkstemp's private 0600.
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
