@@ -181,6 +181,7 @@ def test_cached_and_recomputed_features_give_the_same_metrics(tmp_path: Path) ->
             "data.test_per_class=4",
             "track.layers=[layer4, penultimate]",
         ],
+        ["model.name=vgg11", "model.width=0.0625", "data.per_class=8", "data.test_per_class=4"],
         ["optim.feature_penalty=0.01", "loss.name=mse", "optim.schedule=cosine"],
         ["loss.name=relaxation", "loss.smoothing=0.1", "noise.kind=pair"],
     ],

@@ -57,8 +57,8 @@ class NoiseConfig:
 
 @dataclass
 class ModelConfig:
-    """name: ``mlp`` | ``cnn`` | ``resnet18``; widths: MLP hidden widths (the last is the
-    penultimate width) or CNN channel widths; width: ResNet width multiplier."""
+    """name: ``mlp`` | ``cnn`` | ``resnet18`` | ``vgg11``; widths: MLP hidden widths (the last is
+    the penultimate width) or CNN channel widths; width: ResNet / VGG width multiplier."""
 
     name: str = "mlp"
     widths: list[int] = field(default_factory=lambda: [512, 512, 512])

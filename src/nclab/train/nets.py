@@ -11,6 +11,9 @@ in ``model.named_modules()``.
 * ``cnn``: three [Conv3x3 → BatchNorm → ReLU → MaxPool] blocks, global average pooling, ``fc``.
 * ``resnet18``: the CIFAR ResNet-18 (He et al. 2016): 3x3 stem, no max-pool, four stages of two
   basic blocks, widths (64, 128, 256, 512) × ``width``.
+* ``vgg11``: VGG-11 with BatchNorm (Simonyan & Zisserman 2015; configuration A), channel widths
+  × ``width``, global average pooling before ``fc``; a max-pool is skipped once the feature map
+  is a single pixel (28x28 inputs).
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from torch import nn
 
 __all__ = ["NETWORKS", "BasicBlock", "build_network"]
 
-NETWORKS: tuple[str, ...] = ("mlp", "cnn", "resnet18")
+NETWORKS: tuple[str, ...] = ("mlp", "cnn", "resnet18", "vgg11")
+
+_VGG11_LAYERS = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 
 
 class _MLP(nn.Module):
@@ -112,6 +117,33 @@ class _ResNet18(nn.Module):
         return out
 
 
+class _VGG11(nn.Module):
+    def __init__(self, channels: int, size: int, num_classes: int, width: float) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        prev = channels
+        for item in _VGG11_LAYERS:
+            if item == "M":
+                if size >= 2:
+                    layers.append(nn.MaxPool2d(2))
+                    size //= 2
+                continue
+            out = max(1, round(int(item) * width))
+            layers += [
+                nn.Conv2d(prev, out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(out),
+                nn.ReLU(),
+            ]
+            prev = out
+        self.features = nn.Sequential(*layers)
+        self.penultimate = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(prev, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.fc(self.penultimate(self.features(x)))
+        return out
+
+
 def build_network(
     name: str,
     *,
@@ -121,10 +153,10 @@ def build_network(
     batchnorm: bool = True,
     width: float = 1.0,
 ) -> nn.Module:
-    """Build ``name`` (``mlp``, ``cnn`` or ``resnet18``) for inputs of ``input_shape`` (C, H, W).
+    """Build ``name`` (:data:`NETWORKS`) for inputs of ``input_shape`` (C, H, W).
 
     ``widths``: hidden widths of the MLP (the last one is the penultimate width) or the channel
-    widths of the CNN blocks; ``width``: ResNet width multiplier.
+    widths of the CNN blocks; ``width``: ResNet / VGG width multiplier.
     """
     if name not in NETWORKS:
         raise ValueError(f"model.name: expected one of {NETWORKS}, got {name!r}")
@@ -135,4 +167,6 @@ def build_network(
         return _MLP(c * h * w, list(widths), num_classes, batchnorm)
     if name == "cnn":
         return _CNN(c, list(widths), num_classes)
+    if name == "vgg11":
+        return _VGG11(c, min(h, w), num_classes, width)
     return _ResNet18(c, num_classes, width)
