@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nclab.metrics import ClassMeans, MetricOptions, measure
-from nclab.metrics.noise import NoiseAccumulator, measure_noise
+from nclab.metrics.noise import NOISE_METRICS, NoiseAccumulator, measure_noise
 
 # Clean samples: class 0 at (0,0), (2,0) -> mean (1,0); class 1 at (10,0), (10,2), (10,4) ->
 # mean (10,2); class 2 at (0,10). Noisy: a sample of true class 1 labelled 0 at (4,0), and one of
@@ -21,6 +21,7 @@ D = (math.sqrt(85) + math.sqrt(101) + math.sqrt(164)) / 3  # mean distance betwe
 
 def test_hand_computed_values() -> None:
     r = measure_noise(FEATS, OBSERVED, TRUE)
+    assert list(r.as_dict()) == list(NOISE_METRICS)  # every key documented, in registry order
     expected = {
         "noise_rate": 2 / 8,
         "memorization": (math.sqrt(40) + 1) / 2,

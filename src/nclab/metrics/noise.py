@@ -46,7 +46,22 @@ from nclab.metrics.accumulators import (
 from nclab.metrics.nc1 import pair_distances_sq
 from nclab.metrics.options import MetricOptions
 
-__all__ = ["NoiseAccumulator", "NoiseReport", "measure_noise"]
+__all__ = ["NOISE_METRICS", "NoiseAccumulator", "NoiseReport", "measure_noise"]
+
+NOISE_METRICS: dict[str, str] = {
+    "noise_rate": "fraction of samples whose observed label is not the true one",
+    "memorization": "mean over noisy samples of ‖h_i - μ^clean_{y_i}‖ (true class)",
+    "memorization_scaled": "memorization / D (D: mean distance between clean class means)",
+    "dilation_mean": "class average of mean_{clean i in c} ‖h_i - μ^clean_c‖",
+    "dilation_std": "class average of std_{clean i in c} ‖h_i - μ^clean_c‖",
+    "dilation_mean_scaled": "dilation_mean / D",
+    "dilation_std_scaled": "dilation_std / D",
+    "clean_nc1": "NC1 of the clean samples alone",
+    "corruption_bias": "mean projection of h_i - μ^clean_{ỹ_i} on the unit direction to μ^clean_{y_i}",
+    "corruption_bias_scaled": "corruption_bias / D",
+    "corruption_bias_fraction": "the projection as a fraction of ‖μ^clean_{y_i} - μ^clean_{ỹ_i}‖",
+    "clean_mean_distance": "D, mean distance between clean class means",
+}
 
 _F64 = torch.float64
 # Columns of the per-class table (class = true label for noisy samples, label for clean ones).

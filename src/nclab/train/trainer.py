@@ -32,6 +32,7 @@ from nclab.io import atomic_write, atomic_write_text
 from nclab.losses import Loss, make_loss
 from nclab.metrics import ClassMeans, CollapseAccumulator, MetricOptions, NoiseAccumulator
 from nclab.metrics.hooks import capture
+from nclab.metrics.noise import NOISE_METRICS
 from nclab.metrics.report import METRICS
 from nclab.train.config import TrainConfig
 from nclab.train.data import load_dataset, subset
@@ -40,19 +41,6 @@ from nclab.train.noise import corrupt_labels
 
 __all__ = ["COLUMNS", "RunDirectoryError", "TrainResult", "train"]
 
-NOISE_KEYS = [
-    "noise_rate",
-    "memorization",
-    "memorization_scaled",
-    "dilation_mean",
-    "dilation_std",
-    "dilation_mean_scaled",
-    "dilation_std_scaled",
-    "clean_nc1",
-    "corruption_bias",
-    "corruption_bias_scaled",
-    "corruption_bias_fraction",
-]
 COLUMNS = [
     "epoch",
     "split",
@@ -65,7 +53,7 @@ COLUMNS = [
     "test_loss",
     "test_acc",
     *METRICS,
-    *NOISE_KEYS,
+    *NOISE_METRICS,
 ]
 
 
