@@ -215,3 +215,14 @@ def test_training_pass_features_equal_eval_features_when_nothing_moves(tmp_path:
             assert a[key] == pytest.approx(b[key], rel=1e-6), key
     with pytest.raises(ValueError, match=r"track\.source: expected eval or train"):
         smoke("track.source=both")
+
+
+def test_learning_rate_schedules() -> None:
+    from nclab.train.trainer import lr_factor
+
+    cfg = smoke("optim.schedule=step", "optim.step_size=2", "optim.gamma=0.5")
+    assert [lr_factor(cfg, e) for e in range(5)] == [1, 1, 0.5, 0.5, 0.25]
+    cfg = smoke("optim.schedule=multistep", "optim.milestones=[1, 3]", "optim.gamma=0.1")
+    assert [lr_factor(cfg, e) for e in range(4)] == pytest.approx([1, 0.1, 0.1, 0.01])
+    cfg = smoke("optim.schedule=cosine", "optim.epochs=4")
+    assert [lr_factor(cfg, e) for e in range(5)] == pytest.approx([1, 0.853553, 0.5, 0.146447, 0])

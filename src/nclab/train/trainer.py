@@ -94,6 +94,8 @@ def _distributed(device: torch.device) -> tuple[int, int]:
     import torch.distributed as dist
 
     if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # NCCL binds each process to its own GPU
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -186,7 +188,8 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
 
 
 def lr_factor(cfg: TrainConfig, epoch: int) -> float:
-    """Multiplier of the base learning rate during ``epoch`` (0-based)."""
+    """Multiplier of the base learning rate during ``epoch`` e (0-based): ``step`` γ^⌊e/s⌋,
+    ``multistep`` γ^(number of milestones <= e), ``cosine`` ½(1 + cos(π e / E)), ``constant`` 1."""
     o = cfg.optim
     if o.schedule == "step":
         return o.gamma ** (epoch // o.step_size)
@@ -444,7 +447,8 @@ def train(
         rows, start = list(state["rows"]), int(state["epoch"])
         if rank == 0:
             _write_metrics(out / "metrics.csv", rows)
-    if cfg.run.channels_last and device.type == "cuda":
+    channels_last = cfg.run.channels_last and device.type == "cuda" and train_data.x.ndim == 4
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     step_model: Any = model
     if world > 1:
@@ -487,6 +491,8 @@ def train(
                 else:
                     xb = train_data.x[idx[mine]]
                 yb = train_data.observed[idx[mine]]
+                if channels_last:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
                 with autocast:
                     logits = step_model(xb)
                 per_sample = loss.per_sample(logits.float(), yb)
