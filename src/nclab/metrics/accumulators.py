@@ -46,25 +46,38 @@ _F64 = torch.float64
 class _Workspace:
     """Float64 buffers reused across batches and chunks.
 
-    The data are converted to float64 and centred in chunks of about 2^19 values (4 MiB, cache
-    sized; 2^24 on CUDA), written into these buffers: fresh allocations and cache misses cost more
-    than the arithmetic. Per-sample scalars are gathered over ``outer`` rows before the small
-    reductions, to keep the count of small tensor operations per sample low. The memory of the
-    whole suite stays O(K d) plus this constant, whatever N is.
+    The data are converted to float64 and centred in chunks of at most ``inner`` rows (about 2^19
+    values, 4 MiB, cache sized; 2^24 on CUDA), written into these buffers: fresh allocations and
+    cache misses cost more than the arithmetic. Per-sample scalars are gathered over ``outer``
+    rows before the small reductions, to keep the count of small tensor operations per sample
+    low. Buffers grow to the largest chunk seen, so small batches take little memory; the memory
+    of the whole suite stays O(K d) plus this bounded constant, whatever N is.
     """
 
     def __init__(self, dim: int, cols: int, device: torch.device) -> None:
         log_values = 24 if device.type == "cuda" else 19
         self.inner = max(1, (1 << log_values) // dim)
         self.outer = self.inner * max(1, (1 << 14) // self.inner)
-        self.h = torch.empty(self.inner, dim, dtype=_F64, device=device)
-        self.g = torch.empty(self.inner, dim, dtype=_F64, device=device)
-        self.z = torch.empty(cols, self.inner, dtype=_F64, device=device)
-        self.zs = torch.empty(self.outer, cols, dtype=_F64, device=device)
-        self.sq = torch.empty(self.outer, dtype=_F64, device=device)
+        self.dim, self.cols, self.device = dim, cols, device
+        self._rows = self._outer_rows = 0
+        self.h = self.g = self.z = self.zs = self.sq = torch.empty(0, dtype=_F64, device=device)
+
+    def reserve(self, rows: int, outer_rows: int = 0) -> None:
+        """Make the chunk buffers hold ``rows`` rows and the per-sample ones ``outer_rows``."""
+        if rows > self._rows:
+            self._rows = min(self.inner, max(rows, 2 * self._rows))
+            shape = (self._rows, self.dim)
+            self.h = torch.empty(shape, dtype=_F64, device=self.device)
+            self.g = torch.empty(shape, dtype=_F64, device=self.device)
+            self.z = torch.empty(self.cols * self._rows, dtype=_F64, device=self.device)
+        if outer_rows > self._outer_rows:
+            self._outer_rows = min(self.outer, max(outer_rows, 2 * self._outer_rows))
+            self.zs = torch.empty(self._outer_rows, self.cols, dtype=_F64, device=self.device)
+            self.sq = torch.empty(self._outer_rows, dtype=_F64, device=self.device)
 
     def load(self, rows: torch.Tensor) -> torch.Tensor:
         """``rows`` (at most ``inner`` of them) converted to float64 in the buffer."""
+        self.reserve(rows.shape[0])
         h = self.h[: rows.shape[0]]
         h.copy_(rows)
         return h
@@ -357,6 +370,7 @@ class CollapseAccumulator(_Accumulator):
         work, cols = self._work, self._rhs_t.shape[0]
         for h_out, y_out in chunk_rows(h, y, work.outer):
             m = h_out.shape[0]
+            work.reserve(min(m, work.inner), m)
             z_out, sq = work.zs[:m], work.sq[:m]
             for start in range(0, m, work.inner):
                 ys = y_out[start : start + work.inner]
@@ -365,7 +379,7 @@ class CollapseAccumulator(_Accumulator):
                 gathered = work.g[:n]
                 torch.index_select(self._means_ext, 0, ys, out=gathered)
                 hc.sub_(gathered)
-                z = work.z.view(-1)[: cols * n].view(cols, n)
+                z = work.z[: cols * n].view(cols, n)
                 torch.mm(self._rhs_t, hc.T, out=z)
                 z_out[start : start + n].copy_(z.T)
                 torch.linalg.vector_norm(hc, dim=1, out=sq[start : start + n])
