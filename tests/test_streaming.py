@@ -114,6 +114,7 @@ def _ddp_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
         acc.all_reduce()
         Path(out, f"rank{rank}.json").write_text(acc.compute().to_json())
     finally:
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -33,6 +33,7 @@ def _worker(rank: int, port: int, out: str) -> None:
         train(apply_overrides(preset("smoke"), list(OVERRIDES)), out)
     finally:
         if dist.is_initialized():
+            dist.barrier()
             dist.destroy_process_group()
 
 

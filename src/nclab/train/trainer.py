@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gc
 import io
 import itertools
 import math
@@ -559,6 +560,11 @@ def train(
         bar.close()
     if stopped is None and rank == 0:
         _save(out / "model.pt", model.state_dict())
+    if world > 1:
+        # Free the DDP wrapper (its reducer holds the process group) now, not at some later
+        # garbage collection that could run after the caller destroyed the group.
+        del step_model
+        gc.collect()
     _barrier(world)
     return TrainResult(out_dir=out, rows=rows, model=model, stopped_early=stopped)
 
