@@ -74,4 +74,12 @@ def test_demo_writes_results_that_match_theory(
     # directions); 10% leaves room for seeds while still catching a wrong formula.
     last = results["rows"][-1]
     assert last["metrics"]["nc1"] == pytest.approx(last["theory_nc1"], rel=0.1)
-    assert "NC1 theory" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "NC1 theory" in out and "solver vs theorem" in out
+    # The UFM section: every solver run converged to its theorem's value (L-BFGS to 1e-8).
+    assert len(results["ufm"]) == 4
+    for row in results["ufm"]:
+        assert row["converged"] and row["objective"] == pytest.approx(
+            row["theory_objective"], rel=1e-9
+        )
+        assert row["nc1"] < 1e-10

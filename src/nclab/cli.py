@@ -74,6 +74,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             f"{m['nc1_trace_ratio']:>10.4g}  {row['theory_trace_ratio']:>10.4g}  "
             f"{m['nc2_etf_means']:>8.3g}"
         )
+    print("\nUnconstrained-features models (K=4, n=5, d=8): solver vs theorem")
+    print(
+        f"{'model':<22} {'objective':>14} {'theorem':>14}  {'geometry':<17} {'NC1':>9} "
+        f"{'ETF dist':>9} {'OF dist':>9}"
+    )
+    for row in results["ufm"]:
+        flag = "" if row["converged"] else "  (NOT converged)"
+        print(
+            f"{row['model']:<22} {row['objective']:>14.10f} {row['theory_objective']:>14.10f}  "
+            f"{row['geometry']:<17} {row['nc1']:>9.1e} {row['nc2_etf_means']:>9.1e} "
+            f"{row['nc2_of_means']:>9.1e}{flag}"
+        )
     print(f"wrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'collapse.png'}")
     return 0
 
