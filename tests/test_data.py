@@ -193,3 +193,31 @@ def test_download_rejects_a_wrong_checksum(tmp_path: Path, monkeypatch: pytest.M
         dl.download("svhn", tmp_path / "dest")
     assert not (tmp_path / "dest" / "test_32x32.mat").exists()
     assert list((tmp_path / "dest").iterdir()) == []  # the partial file is gone too
+
+
+@pytest.mark.parametrize("modern", [True, False])
+def test_archive_extraction_refuses_paths_outside_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, modern: bool
+) -> None:
+    import io
+    import tarfile
+
+    from nclab.train.download import _extract
+
+    if not modern:  # the fallback for Pythons without tarfile's extraction filters
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as tar:
+        info = tarfile.TarInfo("../escaped.txt")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"bad"))
+    with pytest.raises((ValueError, tarfile.TarError), match=r"escaped|outside|refusing"):
+        _extract(evil, tmp_path / "out")
+    assert not (tmp_path / "escaped.txt").exists()
+    good = tmp_path / "good.tar.gz"
+    with tarfile.open(good, "w:gz") as tar:
+        info = tarfile.TarInfo("folder/file.txt")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"ok"))
+    _extract(good, tmp_path / "out")
+    assert (tmp_path / "out" / "folder" / "file.txt").read_bytes() == b"ok"

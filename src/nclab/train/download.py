@@ -108,6 +108,22 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _extract(archive_path: Path, folder: Path) -> None:
+    """Extract a tar archive refusing absolute paths, '..', links and devices."""
+    with tarfile.open(archive_path) as archive:
+        if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 / 3.10.12
+            archive.extractall(folder, filter="data")
+            return
+        root = folder.resolve()
+        for member in archive.getmembers():
+            inside = (root / member.name).resolve().is_relative_to(root)
+            if not inside or not (member.isfile() or member.isdir()):
+                raise ValueError(
+                    f"{archive_path.name}: refusing the archive member {member.name!r}"
+                )
+        archive.extractall(folder)
+
+
 def download(name: str, dest: str | os.PathLike[str]) -> Path:
     """Fetch every file of dataset ``name`` into ``dest`` (verified; archives extracted)."""
     if name not in REMOTES:
@@ -132,6 +148,5 @@ def download(name: str, dest: str | os.PathLike[str]) -> Path:
             finally:
                 Path(tmp).unlink(missing_ok=True)
         if remote.extract:
-            with tarfile.open(target) as archive:
-                archive.extractall(folder, filter="data")
+            _extract(target, folder)
     return folder
