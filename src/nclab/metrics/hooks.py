@@ -61,7 +61,9 @@ def _resolve_classifier(model: nn.Module, classifier: str | None) -> nn.Linear |
 @contextmanager
 def capture(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
     """Within the block, ``captured[name]`` is the latest output of each named module, detached
-    and flattened to (batch, features); the hooks are removed on exit."""
+    and flattened to (batch, features); the hooks are removed on exit. A module called several
+    times in one forward pass (a shared activation module, say) keeps its last call's output:
+    track a module that is called once."""
     named = resolve_layers(model, layers)
     captured: dict[str, torch.Tensor] = {}
 
