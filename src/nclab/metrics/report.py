@@ -111,8 +111,3 @@ def report_keys(with_weight: bool) -> list[str]:
         "bias_relation",
     }
     return [k for k in METRICS if with_weight or k not in weight_only]
-
-
-def dumps_reports(reports: dict[str, CollapseReport]) -> str:
-    """JSON for several named reports (e.g. one per layer)."""
-    return json.dumps({name: json.loads(r.to_json()) for name, r in reports.items()})
