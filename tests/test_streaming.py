@@ -5,14 +5,13 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from conftest import gaussian_classes
+from conftest import free_port, gaussian_classes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -91,12 +90,6 @@ def test_one_shot_iterator_is_rejected(rng: np.random.Generator) -> None:
     assert report["num_samples"] == 10
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _ddp_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
     import torch.distributed as dist
 
@@ -125,7 +118,7 @@ def test_all_reduce_over_two_gloo_processes_equals_one_process(
     w = rng.standard_normal((4, 7))
     data = tmp_path / "data.npz"
     np.savez(data, features=feats, labels=labels, weight=w)
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(data), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, free_port(), str(data), str(tmp_path)), nprocs=2, join=True)
     whole = measure(feats, labels, w).as_dict()
     for rank in range(2):
         got = json.loads((tmp_path / f"rank{rank}.json").read_text())

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import csv
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
 import torch.multiprocessing as mp
+from conftest import free_port
 
 from nclab.train.config import apply_overrides
 from nclab.train.presets import preset
@@ -37,12 +37,6 @@ def _worker(rank: int, port: int, out: str) -> None:
             dist.destroy_process_group()
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _rows(path: Path) -> list[dict[str, str]]:
     with path.open() as handle:
         return list(csv.DictReader(handle))
@@ -50,7 +44,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 def test_two_processes_equal_one(tmp_path: Path) -> None:
     train(apply_overrides(preset("smoke"), list(OVERRIDES)), tmp_path / "single")
-    mp.spawn(_worker, args=(_port(), str(tmp_path / "ddp")), nprocs=2, join=True)
+    mp.spawn(_worker, args=(free_port(), str(tmp_path / "ddp")), nprocs=2, join=True)
     single, ddp = (
         _rows(tmp_path / "single" / "metrics.csv"),
         _rows(tmp_path / "ddp" / "metrics.csv"),
