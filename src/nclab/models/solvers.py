@@ -41,6 +41,24 @@ class SolverResult:
     path: list[dict[str, float]] = field(default_factory=list)
 
 
+def _result(
+    params: Sequence[torch.Tensor],
+    value: torch.Tensor,
+    norm: float,
+    iterations: int,
+    tol: float,
+    method: str,
+) -> SolverResult:
+    return SolverResult(
+        params=[p.detach() for p in params],
+        objective=float(value),
+        gradient_norm=norm,
+        iterations=iterations,
+        converged=norm <= tol,
+        method=method,
+    )
+
+
 def _value_and_grad(
     fn: Objective, params: Sequence[torch.Tensor]
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -163,14 +181,7 @@ def _gradient_descent(
         record(iteration)
         if not torch.isfinite(value):
             break
-    return SolverResult(
-        params=[p.detach() for p in ps],
-        objective=float(value),
-        gradient_norm=norm,
-        iterations=iteration,
-        converged=norm <= tol,
-        method="gd",
-    )
+    return _result(ps, value, norm, iteration, tol, "gd")
 
 
 def _lbfgs(
@@ -228,14 +239,7 @@ def _lbfgs(
             p.copy_(b)
     value, grads = _value_and_grad(fn, ps)
     norm = _projected_norm(ps, grads, free)
-    return SolverResult(
-        params=[p.detach() for p in ps],
-        objective=float(value),
-        gradient_norm=norm,
-        iterations=iteration,
-        converged=norm <= tol,
-        method="lbfgs",
-    )
+    return _result(ps, value, norm, iteration, tol, "lbfgs")
 
 
 def _lbfgs_b(
@@ -292,11 +296,4 @@ def _lbfgs_b(
     final = unpack(np.asarray(res.x))
     value, grads = _value_and_grad(fn, final)
     norm = _projected_norm(final, grads, bounds)
-    return SolverResult(
-        params=[p.detach() for p in final],
-        objective=float(value),
-        gradient_norm=norm,
-        iterations=int(res.nit),
-        converged=norm <= tol,
-        method="lbfgs-b",
-    )
+    return _result(final, value, norm, int(res.nit), tol, "lbfgs-b")
