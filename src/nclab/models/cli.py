@@ -10,10 +10,10 @@ from typing import Any
 from nclab.losses import LOSSES, make_loss
 from nclab.metrics import CollapseReport
 from nclab.models.conventions import CONVENTIONS
-from nclab.models.extended import ACTIVATIONS, ExtendedUFM
+from nclab.models.extended import ACTIVATIONS, ExtendedSolution, ExtendedUFM
 from nclab.models.solvers import METHODS
 from nclab.models.theory import Prediction
-from nclab.models.ufm import UFM
+from nclab.models.ufm import UFM, UFMSolution
 
 __all__ = ["add_solve_parser"]
 
@@ -134,6 +134,18 @@ def _emit(
     return 0 if result["converged"] else EXIT_NOT_CONVERGED
 
 
+def _run_fields(sol: UFMSolution | ExtendedSolution) -> dict[str, Any]:
+    """Where the solver stopped: the fields both models' JSON share."""
+    return {
+        "converged": sol.converged,
+        "objective": sol.objective,
+        "gradient_norm": sol.gradient_norm,
+        "iterations": sol.iterations,
+        "method": sol.method,
+        "restart_objectives": sol.restart_objectives,
+    }
+
+
 def _cmd_ufm(args: argparse.Namespace) -> int:
     model = UFM(
         make_loss(args.loss, smoothing=args.smoothing, gamma=args.gamma),
@@ -165,12 +177,7 @@ def _cmd_ufm(args: argparse.Namespace) -> int:
         "model": "ufm",
         "loss": model.loss.describe(),
         "convention": model.convention,
-        "converged": sol.converged,
-        "objective": sol.objective,
-        "gradient_norm": sol.gradient_norm,
-        "iterations": sol.iterations,
-        "method": sol.method,
-        "restart_objectives": sol.restart_objectives,
+        **_run_fields(sol),
         "theory": theory,
         "theory_note": note,
         "solution": sol.summary(),
@@ -203,12 +210,7 @@ def _cmd_extended(args: argparse.Namespace) -> int:
         "activation": model.activation,
         "depth": model.depth,
         "convention": model.convention,
-        "converged": sol.converged,
-        "objective": sol.objective,
-        "gradient_norm": sol.gradient_norm,
-        "iterations": sol.iterations,
-        "method": sol.method,
-        "restart_objectives": sol.restart_objectives,
+        **_run_fields(sol),
         "theory": theory,
         "theory_note": note,
         "solution": sol.summary(),
