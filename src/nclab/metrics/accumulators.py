@@ -48,19 +48,20 @@ class _Workspace:
 
     The data are converted to float64 and centred in chunks of at most ``inner`` rows (about 2^19
     values, 4 MiB, cache sized; 2^24 on CUDA), written into these buffers: fresh allocations and
-    cache misses cost more than the arithmetic. Per-sample scalars are gathered over ``outer``
-    rows before the small reductions, to keep the count of small tensor operations per sample
-    low. Buffers grow to the largest chunk seen, so small batches take little memory; the memory
-    of the whole suite stays O(K d) plus this bounded constant, whatever N is.
+    cache misses cost more than the arithmetic. Per-sample values are gathered over ``outer``
+    rows (``cols`` + ``stats`` rows of ``outer`` columns) before the small reductions, to keep the
+    count of small tensor operations per sample low. Buffers grow to the largest chunk seen, so
+    small batches take little memory; the memory of the whole suite stays O(K d) plus this bounded
+    constant, whatever N is.
     """
 
-    def __init__(self, dim: int, cols: int, device: torch.device) -> None:
+    def __init__(self, dim: int, cols: int, device: torch.device, stats: int = 0) -> None:
         log_values = 24 if device.type == "cuda" else 19
         self.inner = max(1, (1 << log_values) // dim)
         self.outer = self.inner * max(1, (1 << 14) // self.inner)
-        self.dim, self.cols, self.device = dim, cols, device
+        self.dim, self.cols, self.stats_rows, self.device = dim, cols, stats, device
         self._rows = self._outer_rows = 0
-        self.h = self.g = self.z = self.zs = self.sq = torch.empty(0, dtype=_F64, device=device)
+        self.h = self.g = self.zs = self.stats = torch.empty(0, dtype=_F64, device=device)
 
     def reserve(self, rows: int, outer_rows: int = 0) -> None:
         """Make the chunk buffers hold ``rows`` rows and the per-sample ones ``outer_rows``."""
@@ -69,11 +70,12 @@ class _Workspace:
             shape = (self._rows, self.dim)
             self.h = torch.empty(shape, dtype=_F64, device=self.device)
             self.g = torch.empty(shape, dtype=_F64, device=self.device)
-            self.z = torch.empty(self.cols * self._rows, dtype=_F64, device=self.device)
         if outer_rows > self._outer_rows:
             self._outer_rows = min(self.outer, max(outer_rows, 2 * self._outer_rows))
-            self.zs = torch.empty(self._outer_rows, self.cols, dtype=_F64, device=self.device)
-            self.sq = torch.empty(self._outer_rows, dtype=_F64, device=self.device)
+            self.zs = torch.empty(self.cols, self._outer_rows, dtype=_F64, device=self.device)
+            self.stats = torch.empty(
+                self.stats_rows, self._outer_rows, dtype=_F64, device=self.device
+            )
 
     def load(self, rows: torch.Tensor) -> torch.Tensor:
         """``rows`` (at most ``inner`` of them) converted to float64 in the buffer."""
@@ -309,7 +311,7 @@ class ClassMeans(_Accumulator):
         )
 
 
-# Columns of the pass-2 per-class table.
+# Rows of the pass-2 per-class table (one column per class, plus invalid and masked-out).
 _WITHIN, _PROJ, _NCC_OK, _CLS_OK, _MISMATCH, _COUNT = range(6)
 
 
@@ -328,75 +330,84 @@ class CollapseAccumulator(_Accumulator):
         if bias is not None and weight is None:
             raise ValueError("bias: given without weight; pass the classifier weight too")
         self.stats = stats
-        k = stats.num_classes
-        means = stats.means
-        # Features are centred first (h - μ_y, exact in float64), then one GEMM against [V | Wᵀ]
-        # (V: the q = min(K, d) right singular vectors of M̃):
-        #   NC1 term ‖(h - μ_y) V_r S_r^{-1}‖² from the first r columns;
-        #   NCC: argmin_j ‖h - μ_j‖² = argmax_j 2 (h - μ_y)·μ̃_j + (2 μ_y·μ_j - ‖μ_j‖²), dropping
-        #   the class-independent 2 h·μ_G, with (h - μ_y)·μ̃_j = [(h - μ_y) V] S U_jᵀ exactly;
-        #   logits (h - μ_y)·w_j + (μ_y·w_j + b_j).
-        svd = stats.svd
+        k, k_total = stats.num_classes, stats.num_total_classes
+        means, svd = stats.means, stats.svd
+        # Features are centred first (h - μ_y, exact in float64), then one GEMM against the rows
+        # of R = [V_p S_r^{-1} | W̃_{1..K-1}]ᵀ, p = min(K - 1, d) columns of V, r <= p the rank:
+        # * NC1 term ‖(h - μ_y) V_r S_r^{-1}‖²: the sum of squares of the first r coordinates.
+        # * NCC: argmin_j ‖h - μ_j‖² = argmax_j 2 (h - μ_y)·μ̃_j + (2 μ_y·μ_j - ‖μ_j‖²), dropping
+        #   the j-independent 2 (h - μ_y)·μ_G; (h - μ_y)·μ̃_j = Σ_k [(h - μ_y)·v_k] s_k U_jk. The
+        #   centred means have rank <= K - 1 (Σ_c n_c μ̃_c = 0), so the K-th singular value is
+        #   rounding and its column is left out.
+        # * classifier: argmax_j h·w_j + b_j = argmax_j (h - μ_y)·w̃_j + (μ_y·w̃_j + b_j), with
+        #   w̃_j = w_j - w̄ (the common h·w̄ drops out); Σ_j w̃_j = 0 gives w̃_K from the others,
+        #   so K - 1 columns suffice.
+        p = min(k - 1, svd.v.shape[1])
+        r = svd.rank
+        scale = torch.ones(p, dtype=_F64, device=means.device)
+        scale[:r] = 1.0 / svd.s[:r]
+        self._p, self._r = p, r
+        self._ncc_mat = 2.0 * (svd.s[:p] / scale).unsqueeze(1) * svd.u[:, :p].T
         gram = means @ means.T
-        self._q = svd.v.shape[1]
-        self._inv_s = 1.0 / svd.s[: svd.rank]
-        self._su_t = (svd.u * svd.s).T.contiguous()
         # Two extra rows (zeros): invalid labels and masked-out samples.
-        self._ncc_offsets = torch.cat([2.0 * gram - torch.diagonal(gram), means.new_zeros(2, k)])
-        blocks = [svd.v]
+        self._ncc_off = torch.cat([2.0 * gram - torch.diagonal(gram), means.new_zeros(2, k)])
+        blocks = [svd.v[:, :p] * scale]
         self.weight: torch.Tensor | None = None
         self.bias: torch.Tensor | None = None
-        w_offsets = means.new_zeros(k, 0)
         if weight is not None:
-            w, b = as_classifier(weight, bias, stats.num_total_classes, stats.dim, means.device)
+            w, b = as_classifier(weight, bias, k_total, stats.dim, means.device)
             kept = stats.classes.to(means.device)
             self.weight = w[kept]
             self.bias = b[kept] if b is not None else None
-            blocks.append(self.weight.T)
-            w_offsets = means @ self.weight.T + (self.bias if self.bias is not None else 0.0)
-        self._rhs_t = torch.cat(blocks, dim=1).T.contiguous()
-        self._w_offsets = torch.cat([w_offsets, means.new_zeros(2, w_offsets.shape[1])])
+            w_tilde = self.weight - self.weight.mean(0, keepdim=True)
+            blocks.append(w_tilde[: k - 1].T)
+            w_off = means @ w_tilde.T + (self.bias if self.bias is not None else 0.0)
+            self._w_off = torch.cat([w_off, means.new_zeros(2, k)])
+            eye = torch.eye(k - 1, dtype=_F64, device=means.device)
+            self._w_mat = torch.cat([eye, -torch.ones_like(eye[:, :1])], dim=1)
+        self._rhs = torch.cat(blocks, dim=1).T.contiguous()
         self._means_ext = torch.cat([means, means.new_zeros(2, means.shape[1])])
-        self._table = torch.zeros(k + 2, 6, dtype=_F64, device=means.device)
-        self._work = _Workspace(stats.dim, self._rhs_t.shape[0], means.device)
+        # Routed row (see ``_route``) -> column of the table: kept class, k invalid, k + 1 masked.
+        label_map = stats.label_map
+        self._columns = torch.where(
+            label_map == -1, k, torch.where(label_map == -2, k + 1, label_map)
+        )
+        self._table = torch.zeros(6, k + 2, dtype=_F64, device=means.device)
+        self._work = _Workspace(stats.dim, self._rhs.shape[0], means.device, stats=6)
 
     def update(self, features: Any, labels: Any, mask: Any = None) -> None:
         """Add a batch (the same batches, and masks, as in pass 1, in any order and split)."""
         h, y = self._prepare(features, labels, mask)
-        k, r, q = self.stats.num_classes, self.stats.rank, self._q
-        y = self.stats.label_map[y]
-        y = torch.where(y == -1, torch.full_like(y, k), y)
-        y = torch.where(y == -2, torch.full_like(y, k + 1), y)
-        work, cols = self._work, self._rhs_t.shape[0]
+        y = self._columns[y]
+        p, r, work = self._p, self._r, self._work
         for h_out, y_out in chunk_rows(h, y, work.outer):
             m = h_out.shape[0]
             work.reserve(min(m, work.inner), m)
-            z_out, sq = work.zs[:m], work.sq[:m]
+            z, stats = work.zs[:, :m], work.stats[:, :m]
             for start in range(0, m, work.inner):
-                ys = y_out[start : start + work.inner]
-                hc = work.load(h_out[start : start + work.inner])
-                n = hc.shape[0]
+                rows = slice(start, start + work.inner)
+                n = min(work.inner, m - start)
+                centred = work.load(h_out[rows])
                 gathered = work.g[:n]
-                torch.index_select(self._means_ext, 0, ys, out=gathered)
-                hc.sub_(gathered)
-                z = work.z[: cols * n].view(cols, n)
-                torch.mm(self._rhs_t, hc.T, out=z)
-                z_out[start : start + n].copy_(z.T)
-                torch.linalg.vector_norm(hc, dim=1, out=sq[start : start + n])
-            coords = z_out[:, :q]
-            ncc = torch.addmm(self._ncc_offsets.index_select(0, y_out), coords, self._su_t)
+                torch.index_select(self._means_ext, 0, y_out[rows], out=gathered)
+                centred.sub_(gathered)
+                torch.mm(self._rhs, centred.T, out=z[:, rows])
+                torch.linalg.vector_norm(centred, dim=1, out=stats[_WITHIN, rows])
+            stats[_WITHIN].square_()
+            coords = z[:p]
+            torch.sum(coords[:r].square(), dim=0, out=stats[_PROJ])
+            ncc = torch.addmm(self._ncc_off.index_select(0, y_out), coords.T, self._ncc_mat)
             ncc_pred = ncc.argmax(1)
-            per_sample = torch.zeros(m, 6, dtype=_F64, device=z_out.device)
-            per_sample[:, _WITHIN] = sq.square()
-            per_sample[:, _PROJ] = (coords[:, :r] * self._inv_s).square().sum(1)
-            per_sample[:, _NCC_OK] = ncc_pred == y_out
+            stats[_NCC_OK].copy_(ncc_pred == y_out)
             if self.weight is not None:
-                logits = z_out[:, q:] + self._w_offsets.index_select(0, y_out)
+                logits = torch.addmm(self._w_off.index_select(0, y_out), z[p:].T, self._w_mat)
                 pred = logits.argmax(1)
-                per_sample[:, _CLS_OK] = pred == y_out
-                per_sample[:, _MISMATCH] = pred != ncc_pred
-            per_sample[:, _COUNT] = 1.0
-            self._table.index_add_(0, y_out, per_sample)
+                stats[_CLS_OK].copy_(pred == y_out)
+                stats[_MISMATCH].copy_(pred != ncc_pred)
+            else:
+                stats[_CLS_OK : _MISMATCH + 1].zero_()
+            stats[_COUNT].fill_(1.0)
+            self._table.index_add_(1, y_out, stats)
 
     def merge(self, other: CollapseAccumulator) -> CollapseAccumulator:
         """Add the state of ``other`` (built from the same pass-1 statistics); returns self."""
@@ -417,13 +428,13 @@ class CollapseAccumulator(_Accumulator):
         st, opts = self.stats, self.stats.options
         k = st.num_classes
         table = self._table.cpu()
-        if table[k, _COUNT] > 0:
+        if table[_COUNT, k] > 0:
             raise ValueError(
-                f"labels: {int(table[k, _COUNT])} value(s) outside the classes measured in pass 1"
+                f"labels: {int(table[_COUNT, k])} value(s) outside the classes measured in pass 1"
             )
-        if not bool(torch.isfinite(table[: k + 1]).all()):
+        if not bool(torch.isfinite(table[:, : k + 1]).all()):
             raise ValueError("features: contain NaN or Inf values")
-        counts = table[:k, _COUNT]
+        counts = table[_COUNT, :k]
         if not torch.equal(counts, st.counts.to(_F64)):
             raise ValueError(
                 "features: pass 2 saw different data than pass 1 (class counts "
@@ -431,7 +442,7 @@ class CollapseAccumulator(_Accumulator):
             )
         n_total = float(counts.sum())
         centred = st.centred_means.cpu()
-        within, proj = table[:k, _WITHIN], table[:k, _PROJ]
+        within, proj = table[_WITHIN, :k], table[_PROJ, :k]
         if opts.within_class == "pooled":
             tr_w, nc1 = float(within.sum()) / n_total, float(proj.sum()) / n_total
         else:
@@ -451,7 +462,7 @@ class CollapseAccumulator(_Accumulator):
             "nc2_cos_std_means": _nc2.cosine_spread(centred),
             "nc2_etf_means": _nc2.etf_distance(centred),
             "nc2_of_means": _nc2.orthogonal_distance(st.means.cpu()),
-            "ncc_accuracy": float(table[:k, _NCC_OK].sum()) / n_total,
+            "ncc_accuracy": float(table[_NCC_OK, :k].sum()) / n_total,
         }
         if self.weight is not None:
             w = self.weight.cpu()
@@ -466,8 +477,8 @@ class CollapseAccumulator(_Accumulator):
                     "nc2_of_weights": _nc2.orthogonal_distance(w),
                     "nc3_duality": _nc3.duality(w, centred),
                     "nc3_wh_etf": _nc3.wh_etf_distance(w, centred),
-                    "nc4_ncc_mismatch": float(table[:k, _MISMATCH].sum()) / n_total,
-                    "classifier_accuracy": float(table[:k, _CLS_OK].sum()) / n_total,
+                    "nc4_ncc_mismatch": float(table[_MISMATCH, :k].sum()) / n_total,
+                    "classifier_accuracy": float(table[_CLS_OK, :k].sum()) / n_total,
                     "bias_relation": float(
                         torch.linalg.vector_norm(w @ st.global_mean.cpu() + bias)
                     ),
