@@ -1,22 +1,25 @@
 """Benchmark of the trainer against a bare PyTorch loop on the same model and data.
 
-Run: ``python benchmarks/train.py`` (about two minutes on 2 cores).
+Run: ``python benchmarks/train.py`` (cpu-mlp, about three minutes on 2 cores) or
+``python benchmarks/train.py --preset cpu-cnn --epochs 2`` (about 15 minutes).
 
-The cpu-mlp setting (MLP 784-512-512-512, the 4,000-image Fashion-MNIST subset, batch 128, SGD
-with momentum): seconds per epoch and training images per second of
+For a preset's model and data (cpu-mlp: MLP 784-512-512-512; cpu-cnn: the small CNN; both on the
+4,000-image Fashion-MNIST subset, batch 128, SGD with momentum, 20 % label noise), seconds per
+epoch and training images per second of
 
 * ``bare``: a plain loop (shuffle, forward, cross-entropy, backward, step) with nothing else;
-* ``bare+eval``: the same plus one evaluation forward pass over the training set per epoch
-  (what any run that reports training accuracy pays);
+* ``bare+test``: the same plus one evaluation pass over the test set per epoch (what any loop
+  that reports test accuracy pays);
+* ``bare+train+test``: plus one more evaluation pass over the training set (train accuracy);
 * ``nclab``: :func:`nclab.train.train` with NC measured only at the end (per-epoch cost from the
-  difference of two run lengths, so start-up cancels; it includes the per-epoch checkpoint);
-* ``nclab+NC``: the trainer measuring the full NC report on 2 layers (and memorization /
-  dilation under 20% label noise) every epoch, on an evaluation pass (``track.source=eval``);
+  difference of two run lengths, so start-up cancels; the default checkpoint cadence);
+* ``nclab+NC/eval``: the trainer measuring, every epoch, the full NC report on 2 layers,
+  memorization / dilation, train and test accuracy, on an evaluation pass after the epoch
+  (``track.source=eval``);
 * ``nclab+NC/train``: the same on the features of the training passes (``track.source=train``).
 
 Each loop is measured ``--rounds`` times, the loops interleaved, and the median kept; the
-ratios against ``bare`` and ``bare+eval`` come from one run. Absolute times are noisy on
-shared machines.
+ratios come from one run. Absolute times are noisy on shared machines.
 """
 
 from __future__ import annotations
@@ -31,49 +34,72 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from nclab.train.config import apply_overrides
+from nclab.train.config import TrainConfig, apply_overrides
 from nclab.train.nets import build_network
 from nclab.train.presets import preset
-from nclab.train.trainer import batch_starts, prepare_data, train
+from nclab.train.trainer import Split, batch_starts, eval_batch_size, prepare_data, train
+
+LAYERS = {"cpu-mlp": "[body.3,penultimate]", "cpu-cnn": "[body.11,penultimate]"}
 
 
-def bare_loop(epochs: int, evaluate: bool) -> float:
-    cfg = preset("cpu-mlp")
-    data, _, k, shape = prepare_data(cfg, torch.device("cpu"))
+def accuracy(model: torch.nn.Module, data: Split, batch: int) -> float:
+    model.eval()
+    bounds = batch_starts(len(data.observed), batch)
+    with torch.no_grad():
+        hits = sum(
+            int((model(data.x[lo:hi]).argmax(1) == data.observed[lo:hi]).sum())
+            for lo, hi in itertools.pairwise(bounds)
+        )
+    return hits / len(data.observed)
+
+
+def bare_loop(cfg: TrainConfig, epochs: int, passes: tuple[str, ...]) -> float:
+    """Seconds per epoch of the plain loop, plus accuracy passes over the ``passes`` splits."""
+    train_data, test_data, k, shape = prepare_data(cfg, torch.device("cpu"))
     torch.manual_seed(0)
-    model = build_network("mlp", input_shape=shape, num_classes=k, widths=[512, 512, 512])
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    n = len(data.observed)
-    bounds = batch_starts(n, 128)
+    m = cfg.model
+    model = build_network(
+        m.name, input_shape=shape, num_classes=k, widths=m.widths, batchnorm=m.batchnorm
+    )
+    o = cfg.optim
+    opt = torch.optim.SGD(
+        model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
+    )
+    n = len(train_data.observed)
+    bounds = batch_starts(n, cfg.data.batch_size)
+    splits = {"train": train_data, "test": test_data}
     start = time.perf_counter()
     for _ in range(epochs):
         model.train()
         perm = torch.randperm(n)
         for lo, hi in itertools.pairwise(bounds):
             idx = perm[lo:hi]
-            loss = F.cross_entropy(model(data.x[idx]), data.observed[idx])
+            loss = F.cross_entropy(model(train_data.x[idx]), train_data.observed[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        if evaluate:
-            model.eval()
-            with torch.no_grad():
-                correct = sum(
-                    int((model(data.x[lo:hi]).argmax(1) == data.observed[lo:hi]).sum())
-                    for lo, hi in itertools.pairwise(bounds)
-                )
-            assert 0 <= correct <= n
+        for name in passes:
+            assert (
+                0.0
+                <= accuracy(model, splits[name], eval_batch_size(cfg, torch.device("cpu")))
+                <= 1.0
+            )
     return (time.perf_counter() - start) / epochs
 
 
-def trainer(epochs: int, every_epoch: bool, source: str = "eval") -> float:
+def trainer(name: str, epochs: int, every_epoch: bool, source: str = "eval") -> float:
     """Seconds per epoch of ``nclab.train.train``: the slope between a run of ``epochs`` and one
     of ``3 * epochs`` epochs, so that start-up and data preparation cancel out."""
 
     def run(n_epochs: int) -> float:
-        overrides = [f"optim.epochs={n_epochs}", "run.progress=false", f"track.source={source}"]
-        overrides.append("track.eval_every=1" if every_epoch else f"track.eval_every={n_epochs}")
-        cfg = apply_overrides(preset("cpu-mlp"), overrides)
+        overrides = [
+            f"optim.epochs={n_epochs}",
+            "run.progress=false",
+            f"track.source={source}",
+            f"track.layers={LAYERS[name]}",
+            "track.eval_every=1" if every_epoch else f"track.eval_every={n_epochs}",
+        ]
+        cfg = apply_overrides(preset(name), overrides)
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
             train(cfg, Path(tmp) / "run")
@@ -84,32 +110,37 @@ def trainer(epochs: int, every_epoch: bool, source: str = "eval") -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=sorted(LAYERS), default="cpu-mlp")
     parser.add_argument("--epochs", type=int, default=8, help="epochs per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="measurements per loop (median)")
     args = parser.parse_args()
-    n = 4000
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; cpu-mlp, {n} images")
+    cfg = preset(args.preset)
+    e = args.epochs
+    n = len(prepare_data(cfg, torch.device("cpu"))[0].observed)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.preset}, {n} images"
+    )
     loops = {
-        "bare": lambda: bare_loop(args.epochs, evaluate=False),
-        "bare+eval": lambda: bare_loop(args.epochs, evaluate=True),
-        "nclab": lambda: trainer(args.epochs, every_epoch=False),
-        "nclab+NC": lambda: trainer(args.epochs, every_epoch=True),
-        "nclab+NC/train": lambda: trainer(args.epochs, every_epoch=True, source="train"),
+        "bare": lambda: bare_loop(cfg, e, ()),
+        "bare+test": lambda: bare_loop(cfg, e, ("test",)),
+        "bare+train+test": lambda: bare_loop(cfg, e, ("train", "test")),
+        "nclab": lambda: trainer(args.preset, e, every_epoch=False),
+        "nclab+NC/eval": lambda: trainer(args.preset, e, every_epoch=True),
+        "nclab+NC/train": lambda: trainer(args.preset, e, every_epoch=True, source="train"),
     }
     samples: dict[str, list[float]] = {name: [] for name in loops}
     for _ in range(args.rounds):
         for name, run in loops.items():
             samples[name].append(run())
     times = {name: statistics.median(values) for name, values in samples.items()}
-    print(f"{'loop':<15} {'s/epoch':>8} {'img/s':>8} {'x bare':>7} {'x bare+eval':>12}")
+    base = ("bare", "bare+test", "bare+train+test")
+    print(f"{'loop':<16} {'s/epoch':>8} {'img/s':>7} " + " ".join(f"{'x ' + b:>17}" for b in base))
     for name, t in times.items():
-        print(
-            f"{name:<10} {t:>8.3f} {n / t:>8.0f} {t / times['bare']:>7.2f} "
-            f"{t / times['bare+eval']:>12.2f}"
-        )
+        ratios = " ".join(f"{t / times[b]:>17.2f}" for b in base)
+        print(f"{name:<16} {t:>8.3f} {n / t:>7.0f} {ratios}")
     print(
         "(nclab rows: per-epoch slope between runs of E and 3E epochs, start-up excluded; "
-        "they include the per-epoch checkpoint)"
+        "NC rows: 2 layers, label noise metrics, train and test accuracy every epoch)"
     )
 
 

@@ -78,3 +78,47 @@ def test_inputs_are_never_modified() -> None:
     measure_noise(feats, OBSERVED, TRUE)
     measure(feats, OBSERVED)
     assert np.array_equal(feats, FEATS)
+
+
+def _direct(h: np.ndarray, obs: np.ndarray, true: np.ndarray, k: int) -> dict[str, float]:
+    """The module docstring's definitions, sample by sample (float64)."""
+    clean = obs == true
+    mu = np.stack([h[clean & (obs == c)].mean(0) for c in range(k)])
+    dist = np.linalg.norm(h - mu[true], axis=1)
+    noisy = ~clean
+    dil = [dist[clean & (obs == c)] for c in range(k)]
+    proj, frac = [], []
+    for i in np.flatnonzero(noisy):
+        delta = mu[true[i]] - mu[obs[i]]
+        gap = np.linalg.norm(delta)
+        proj.append((h[i] - mu[obs[i]]) @ delta / gap)
+        frac.append(proj[-1] / gap)
+    return {
+        "memorization": float(dist[noisy].mean()),
+        "dilation_mean": float(np.mean([d.mean() for d in dil])),
+        "dilation_std": float(np.mean([d.std() for d in dil])),
+        "corruption_bias": float(np.mean(proj)),
+        "corruption_bias_fraction": float(np.mean(frac)),
+    }
+
+
+@pytest.mark.parametrize("k,d", [(7, 3), (5, 12), (10, 40)])
+def test_random_problems_match_the_definitions(k: int, d: int) -> None:
+    rng = np.random.default_rng(k * d)
+    n = 60 * k
+    true = rng.integers(0, k, n)
+    true[:k] = np.arange(k)  # every class has a clean sample
+    obs = true.copy()
+    flip = rng.random(n) < 0.3
+    flip[:k] = False
+    obs[flip] = rng.integers(0, k, flip.sum())
+    # Means far from the origin relative to the spread: a test of cancellation.
+    centres = 50.0 + rng.standard_normal((k, d))
+    h = centres[true] + 0.3 * rng.standard_normal((n, d))
+    got = measure_noise(h, obs, true, num_classes=k)
+    # Both sides are float64 from the same inputs in a different order of operations; the
+    # spread is 1e-2 of the feature norm, so a few digits of the 16 go to cancellation at most.
+    for key, value in _direct(h, obs, true, k).items():
+        assert got[key] == pytest.approx(value, rel=1e-10), key
+    clean = obs == true
+    assert got["clean_nc1"] == pytest.approx(measure(h[clean], obs[clean])["nc1"], rel=1e-10)

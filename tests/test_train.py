@@ -16,7 +16,14 @@ import torch
 from nclab.cli import main
 from nclab.train.config import TrainConfig, apply_overrides
 from nclab.train.presets import preset
-from nclab.train.trainer import COLUMNS, RunDirectoryError, batch_starts, random_crop_flip, train
+from nclab.train.trainer import (
+    COLUMNS,
+    RunDirectoryError,
+    batch_starts,
+    checkpoint_due,
+    random_crop_flip,
+    train,
+)
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -74,6 +81,7 @@ def _spawn_train(out: Path, epochs: int) -> subprocess.Popen[bytes]:
         str(out),
         f"optim.epochs={epochs}",
         "optim.step_size=100",
+        "run.checkpoint_seconds=0",
     ]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -98,6 +106,42 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path: Path) -> Non
     ).read_text()
     ref_state, state = reference.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(ref_state[k], state[k]) for k in ref_state)
+
+
+def test_speed_options_run_on_cpu_and_keep_the_numbers(tmp_path: Path) -> None:
+    base = ("model.name=cnn", "model.widths=[8,16]", "optim.epochs=2", "optim.step_size=100")
+    plain = train(smoke(*base), tmp_path / "plain").rows
+    nhwc = train(smoke(*base, "run.channels_last=true"), tmp_path / "nhwc").rows
+    bf16 = train(smoke(*base, "run.bf16=true"), tmp_path / "bf16").rows
+    for a, b, c in zip(plain, nhwc, bf16, strict=True):
+        # NHWC changes only the order of the convolutions' float32 sums: two epochs of SGD
+        # stay within 1e-4. bfloat16 keeps 8 bits of mantissa (0.4 %): the loss within 5 %.
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+        assert b["nc1"] == pytest.approx(a["nc1"], rel=1e-3)
+        assert c["train_loss"] == pytest.approx(a["train_loss"], rel=5e-2)
+        assert math.isfinite(c["nc1"]) and c["nc1"] > 0
+
+
+def test_checkpoint_cadence_in_epochs_and_seconds(tmp_path: Path) -> None:
+    cfg = smoke("optim.epochs=10", "run.checkpoint_every=3", "run.checkpoint_seconds=0")
+    now = time.monotonic()
+    assert [e for e in range(1, 11) if checkpoint_due(cfg, e, (0, now))] == [
+        3,
+        4,
+        5,
+        6,
+        7,
+        8,
+        9,
+        10,
+    ]
+    assert not checkpoint_due(cfg, 5, (3, now)) and checkpoint_due(cfg, 6, (3, now))
+    slow = smoke("optim.epochs=10", "run.checkpoint_seconds=3600")
+    assert not checkpoint_due(slow, 5, (0, now))  # an hour has not passed
+    assert checkpoint_due(slow, 5, (0, now - 3600))
+    assert checkpoint_due(slow, 10, (9, now))  # the last epoch always
+    run = train(smoke("optim.epochs=3", "run.checkpoint_seconds=3600"), tmp_path / "run")
+    assert torch.load(run.out_dir / "checkpoint.pt", weights_only=True)["epoch"] == 3
 
 
 def test_run_directories_are_not_clobbered(tmp_path: Path) -> None:
@@ -131,10 +175,17 @@ def test_missing_dataset_and_layer_errors(
             "--out",
             str(tmp_path / "a"),
             "data.name=cifar10",
-            f"data.data_dir={tmp_path}",
+            "--data-dir",
+            str(tmp_path),
         ]
     )
-    assert code == 2 and "cifar10: not found" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 2 and "cifar10: not found" in err and str(tmp_path) in err
+    if not torch.cuda.is_available():
+        code = main(
+            ["train", "--preset", "smoke", "--out", str(tmp_path / "c"), "--device", "cuda"]
+        )
+        assert code == 2 and "run.device" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"layers: \['nope'\] not found.*valid module names"):
         train(smoke("track.layers=[nope]"), tmp_path / "b")
 

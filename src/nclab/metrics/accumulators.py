@@ -61,7 +61,7 @@ class _Workspace:
         self.outer = self.inner * max(1, (1 << 14) // self.inner)
         self.dim, self.cols, self.stats_rows, self.device = dim, cols, stats, device
         self._rows = self._outer_rows = 0
-        self.h = self.g = self.zs = self.stats = torch.empty(0, dtype=_F64, device=device)
+        self.h = self.g = self.zs = self.sq = self.stats = torch.empty(0, dtype=_F64, device=device)
 
     def reserve(self, rows: int, outer_rows: int = 0) -> None:
         """Make the chunk buffers hold ``rows`` rows and the per-sample ones ``outer_rows``."""
@@ -73,6 +73,7 @@ class _Workspace:
         if outer_rows > self._outer_rows:
             self._outer_rows = min(self.outer, max(outer_rows, 2 * self._outer_rows))
             self.zs = torch.empty(self.cols, self._outer_rows, dtype=_F64, device=self.device)
+            self.sq = torch.empty(self._outer_rows, dtype=_F64, device=self.device)
             self.stats = torch.empty(
                 self.stats_rows, self._outer_rows, dtype=_F64, device=self.device
             )
@@ -91,6 +92,67 @@ def chunk_rows(
     """Consecutive slices of ``rows`` rows of (features, labels)."""
     for start in range(0, h.shape[0], rows):
         yield h[start : start + rows], y[start : start + rows]
+
+
+def centred_products(
+    work: _Workspace, h: torch.Tensor, rows: torch.Tensor, centres: torch.Tensor, rhs: torch.Tensor
+) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
+    """For each run of at most ``work.outer`` samples: its slice of the batch, the products
+    ``rhs @ (h_i - c_i)`` (columns, ``rhs.shape[0]`` x m) and the norms ‖h_i - c_i‖ (m,), with
+    c_i = ``centres[rows[i]]``.
+
+    Each chunk is converted to float64 and centred before the product, so that features close to
+    their centre lose no digits to cancellation. The results live in ``work`` and are overwritten
+    by the next run.
+    """
+    for first in range(0, h.shape[0], work.outer):
+        h_out, y_out = h[first : first + work.outer], rows[first : first + work.outer]
+        m = h_out.shape[0]
+        work.reserve(min(m, work.inner), m)
+        z, norms = work.zs[:, :m], work.sq[:m]
+        for start in range(0, m, work.inner):
+            part = slice(start, start + work.inner)
+            centred = work.load(h_out[part])
+            gathered = work.g[: centred.shape[0]]
+            torch.index_select(centres, 0, y_out[part], out=gathered)
+            centred.sub_(gathered)
+            torch.mm(rhs, centred.T, out=z[:, part])
+            torch.linalg.vector_norm(centred, dim=1, out=norms[part])
+        yield slice(first, first + m), z, norms
+
+
+def nc1_from_sums(
+    within: torch.Tensor, proj: torch.Tensor, counts: torch.Tensor, rank: int, within_class: str
+) -> tuple[float, float]:
+    """tr(Σ_W) and NC1 = tr(Σ_W Σ_B^†)/K from per-class sums of ‖h_i - μ_c‖² (``within``) and
+    of ‖(h_i - μ_c) V_r S_r^{-1}‖² (``proj``) over ``counts`` samples: pooled (divide the totals
+    by N) or class-balanced (mean over classes of the per-class averages); NC1 is inf (nan when
+    tr(Σ_W) = 0 too) when the class means coincide (rank 0)."""
+    if within_class == "pooled":
+        n_total = float(counts.sum())
+        tr_w, nc1 = float(within.sum()) / n_total, float(proj.sum()) / n_total
+    else:
+        tr_w, nc1 = float((within / counts).mean()), float((proj / counts).mean())
+    if rank == 0:
+        nc1 = float("inf") if tr_w > 0 else float("nan")
+    return tr_w, nc1
+
+
+def between_basis(svd: _nc1.BetweenClassSVD, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows that pass 2 multiplies the centred features with, and the map to class scores.
+
+    Returns ``rhs`` (p x d) = [V_r S_r^{-1} | V_{r..p}]ᵀ, p = min(K - 1, q) columns of V, and
+    ``to_means`` (p x K) with (h - μ)·μ̃_j = Σ_k [rhs (h - μ)]_k to_means_kj. The first r
+    coordinates give the NC1 term ‖(h - μ) V_r S_r^{-1}‖² as their sum of squares. Centred means
+    have rank <= K - 1 (Σ_c n_c μ̃_c = 0), so the K-th singular value is rounding and its
+    column is left out.
+    """
+    p = min(num_classes - 1, svd.v.shape[1])
+    scale = torch.ones(p, dtype=_F64, device=svd.v.device)
+    scale[: svd.rank] = 1.0 / svd.s[: svd.rank]
+    rhs = (svd.v[:, :p] * scale).T.contiguous()
+    to_means = (svd.s[:p] / scale).unsqueeze(1) * svd.u[:, :p].T
+    return rhs, to_means
 
 
 def _route(y: torch.Tensor, num_classes: int, mask: torch.Tensor | None) -> torch.Tensor:
@@ -331,27 +393,22 @@ class CollapseAccumulator(_Accumulator):
             raise ValueError("bias: given without weight; pass the classifier weight too")
         self.stats = stats
         k, k_total = stats.num_classes, stats.num_total_classes
-        means, svd = stats.means, stats.svd
+        means = stats.means
         # Features are centred first (h - μ_y, exact in float64), then one GEMM against the rows
-        # of R = [V_p S_r^{-1} | W̃_{1..K-1}]ᵀ, p = min(K - 1, d) columns of V, r <= p the rank:
+        # of [V_p S^{-1} | W̃_{1..K-1}ᵀ]ᵀ (see :func:`between_basis`):
         # * NC1 term ‖(h - μ_y) V_r S_r^{-1}‖²: the sum of squares of the first r coordinates.
         # * NCC: argmin_j ‖h - μ_j‖² = argmax_j 2 (h - μ_y)·μ̃_j + (2 μ_y·μ_j - ‖μ_j‖²), dropping
-        #   the j-independent 2 (h - μ_y)·μ_G; (h - μ_y)·μ̃_j = Σ_k [(h - μ_y)·v_k] s_k U_jk. The
-        #   centred means have rank <= K - 1 (Σ_c n_c μ̃_c = 0), so the K-th singular value is
-        #   rounding and its column is left out.
+        #   the j-independent 2 (h - μ_y)·μ_G.
         # * classifier: argmax_j h·w_j + b_j = argmax_j (h - μ_y)·w̃_j + (μ_y·w̃_j + b_j), with
         #   w̃_j = w_j - w̄ (the common h·w̄ drops out); Σ_j w̃_j = 0 gives w̃_K from the others,
         #   so K - 1 columns suffice.
-        p = min(k - 1, svd.v.shape[1])
-        r = svd.rank
-        scale = torch.ones(p, dtype=_F64, device=means.device)
-        scale[:r] = 1.0 / svd.s[:r]
-        self._p, self._r = p, r
-        self._ncc_mat = 2.0 * (svd.s[:p] / scale).unsqueeze(1) * svd.u[:, :p].T
+        basis, to_means = between_basis(stats.svd, k)
+        self._p, self._r = basis.shape[0], stats.rank
+        self._ncc_mat = 2.0 * to_means
         gram = means @ means.T
         # Two extra rows (zeros): invalid labels and masked-out samples.
         self._ncc_off = torch.cat([2.0 * gram - torch.diagonal(gram), means.new_zeros(2, k)])
-        blocks = [svd.v[:, :p] * scale]
+        blocks = [basis]
         self.weight: torch.Tensor | None = None
         self.bias: torch.Tensor | None = None
         if weight is not None:
@@ -360,12 +417,12 @@ class CollapseAccumulator(_Accumulator):
             self.weight = w[kept]
             self.bias = b[kept] if b is not None else None
             w_tilde = self.weight - self.weight.mean(0, keepdim=True)
-            blocks.append(w_tilde[: k - 1].T)
+            blocks.append(w_tilde[: k - 1])
             w_off = means @ w_tilde.T + (self.bias if self.bias is not None else 0.0)
             self._w_off = torch.cat([w_off, means.new_zeros(2, k)])
             eye = torch.eye(k - 1, dtype=_F64, device=means.device)
             self._w_mat = torch.cat([eye, -torch.ones_like(eye[:, :1])], dim=1)
-        self._rhs = torch.cat(blocks, dim=1).T.contiguous()
+        self._rhs = torch.cat(blocks).contiguous()
         self._means_ext = torch.cat([means, means.new_zeros(2, means.shape[1])])
         # Routed row (see ``_route``) -> column of the table: kept class, k invalid, k + 1 masked.
         label_map = stats.label_map
@@ -380,20 +437,10 @@ class CollapseAccumulator(_Accumulator):
         h, y = self._prepare(features, labels, mask)
         y = self._columns[y]
         p, r, work = self._p, self._r, self._work
-        for h_out, y_out in chunk_rows(h, y, work.outer):
-            m = h_out.shape[0]
-            work.reserve(min(m, work.inner), m)
-            z, stats = work.zs[:, :m], work.stats[:, :m]
-            for start in range(0, m, work.inner):
-                rows = slice(start, start + work.inner)
-                n = min(work.inner, m - start)
-                centred = work.load(h_out[rows])
-                gathered = work.g[:n]
-                torch.index_select(self._means_ext, 0, y_out[rows], out=gathered)
-                centred.sub_(gathered)
-                torch.mm(self._rhs, centred.T, out=z[:, rows])
-                torch.linalg.vector_norm(centred, dim=1, out=stats[_WITHIN, rows])
-            stats[_WITHIN].square_()
+        for part, z, norms in centred_products(work, h, y, self._means_ext, self._rhs):
+            y_out = y[part]
+            stats = work.stats[:, : y_out.shape[0]]
+            torch.square(norms, out=stats[_WITHIN])
             coords = z[:p]
             torch.sum(coords[:r].square(), dim=0, out=stats[_PROJ])
             ncc = torch.addmm(self._ncc_off.index_select(0, y_out), coords.T, self._ncc_mat)
@@ -443,13 +490,8 @@ class CollapseAccumulator(_Accumulator):
         n_total = float(counts.sum())
         centred = st.centred_means.cpu()
         within, proj = table[_WITHIN, :k], table[_PROJ, :k]
-        if opts.within_class == "pooled":
-            tr_w, nc1 = float(within.sum()) / n_total, float(proj.sum()) / n_total
-        else:
-            tr_w, nc1 = float((within / counts).mean()), float((proj / counts).mean())
+        tr_w, nc1 = nc1_from_sums(within, proj, counts, st.rank, opts.within_class)
         tr_b = float((centred * centred).sum()) / k
-        if st.rank == 0:
-            nc1 = float("inf") if tr_w > 0 else float("nan")
         values: dict[str, float] = {
             "nc1": nc1,
             "nc1_colab": k * nc1,

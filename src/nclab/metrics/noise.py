@@ -36,12 +36,13 @@ from nclab.metrics._inputs import as_features, as_labels, check_num_classes
 from nclab.metrics.accumulators import (
     ClassMeans,
     ClassStatistics,
-    CollapseAccumulator,
     _Accumulator,
     _all_reduce_sum,
     _route,
     _Workspace,
-    chunk_rows,
+    between_basis,
+    centred_products,
+    nc1_from_sums,
 )
 from nclab.metrics.nc1 import pair_distances_sq
 from nclab.metrics.options import MetricOptions
@@ -64,8 +65,9 @@ NOISE_METRICS: dict[str, str] = {
 }
 
 _F64 = torch.float64
-# Columns of the per-class table (class = true label for noisy samples, label for clean ones).
-_CLEAN_N, _CLEAN_D, _CLEAN_D2, _NOISY_N, _MEM, _PROJ, _FRAC = range(7)
+# Rows of the per-class table (class = true label for noisy samples, label for clean ones);
+# _CLEAN_D2 is also the within-class sum of the clean NC1, _CLEAN_NC1 its projected term.
+_CLEAN_N, _CLEAN_D, _CLEAN_D2, _NOISY_N, _MEM, _PROJ, _FRAC, _CLEAN_NC1 = range(8)
 
 
 @dataclass(frozen=True)
@@ -98,82 +100,86 @@ class NoiseAccumulator(_Accumulator):
             missing = sorted(set(range(clean.num_total_classes)) - set(clean.classes.tolist()))
             raise ValueError(f"labels: class(es) {missing} have no clean sample")
         self.clean = clean
-        self._nc = CollapseAccumulator(clean)
-        k = self.num_classes
-        self._means_ext = torch.cat([clean.means, clean.means.new_zeros(1, clean.dim)])
-        self._gram = self._means_ext @ self._means_ext.T
-        self._dist = pair_distances_sq(self._means_ext).sqrt()
-        self._table = torch.zeros(k + 1, 7, dtype=_F64, device=clean.means.device)
-        self._work: _Workspace | None = None
+        k, means = self.num_classes, clean.means
+        # Every sample is centred at the clean mean of its true class, c_i = h_i - μ_{y_i}, and
+        # multiplied by the between-class basis of the clean means (one GEMM): ‖c_i‖ is the
+        # dilation (clean) or memorization (noisy) distance, the first r coordinates give the
+        # clean NC1 term, and the coordinates map to c_i·μ̃_j, so that the corruption-bias
+        # projection ⟨h_i - μ_o, μ_t - μ_o⟩ = c_i·(μ̃_t - μ̃_o) + ‖μ_t - μ_o‖² needs no
+        # uncentred dot products (o = ỹ_i, t = y_i).
+        self._rhs, to_means = between_basis(clean.svd, k)
+        self._r = clean.rank
+        # An extra zero row and column for an invalid label (reported at compute).
+        self._to_means = torch.cat([to_means, to_means.new_zeros(to_means.shape[0], 1)], dim=1)
+        self._means_ext = torch.cat([means, means.new_zeros(1, clean.dim)])
+        self._gap = pair_distances_sq(self._means_ext).sqrt()
+        self._table = torch.zeros(8, k + 1, dtype=_F64, device=means.device)
+        self._work = _Workspace(clean.dim, self._rhs.shape[0], means.device, stats=8)
 
     def update(self, features: Any, observed: Any, true: Any) -> None:
         """Add a batch: features (N, d), observed labels ỹ and true labels y (N,)."""
         h = as_features(features)
         obs = as_labels(observed, h.shape[0], h.device, name="observed")
         tru = as_labels(true, h.shape[0], h.device, name="true")
-        clean = obs == tru
-        self._nc.update(h, obs, mask=clean)
         h, obs_rows = self._prepare(h, obs)
-        k = self.num_classes
-        tru_rows = _route(tru, k, None)
-        if self._work is None:
-            self._work = _Workspace(h.shape[1], 0, self._table.device)
-        work = self._work
-        for (hs, ys_obs), (_, ys_true) in zip(
-            chunk_rows(h, obs_rows, work.inner), chunk_rows(h, tru_rows, work.inner), strict=True
-        ):
-            # One GEMM gives every h·μ_c; the projection on the direction between centroids is
-            # then ⟨h - μ_o, μ_t - μ_o⟩ = (h·μ_t - h·μ_o) - (μ_o·μ_t - μ_o·μ_o).
-            h64 = work.load(hs)  # a float64 copy in a reused buffer
-            dots = h64 @ self._means_ext.T
-            h_t = dots.gather(1, ys_true.unsqueeze(1)).squeeze(1)
-            h_o = dots.gather(1, ys_obs.unsqueeze(1)).squeeze(1)
-            offset = self._gram[ys_obs, ys_true] - self._gram[ys_obs, ys_obs]
-            gap = self._dist[ys_obs, ys_true]
-            proj = ((h_t - h_o) - offset) / gap
-            gathered = work.g[: h64.shape[0]]
-            torch.index_select(self._means_ext, 0, ys_true, out=gathered)
-            dist_true = torch.linalg.vector_norm(h64.sub_(gathered), dim=1)
-            is_clean = ys_obs == ys_true
-            noisy = (~is_clean).to(_F64)
-            cols = torch.stack(
-                [
-                    is_clean.to(_F64),
-                    torch.where(is_clean, dist_true, 0.0),
-                    torch.where(is_clean, dist_true.square(), 0.0),
-                    noisy,
-                    torch.where(is_clean, 0.0, dist_true),
-                    torch.where(is_clean, 0.0, proj),
-                    torch.where(is_clean, 0.0, proj / gap),
-                ],
-                dim=1,
-            )
-            # Rows are true classes (a clean sample's label is its true class); an invalid label,
-            # observed or true, lands in row K and is reported at compute.
-            ys_true = torch.where(ys_obs < k, ys_true, k)
-            self._table.index_add_(0, torch.where(ys_true < k, ys_true, k), cols)
+        k, work = self.num_classes, self._work
+        tru_rows = _route(tru.to(h.device), k, None)
+        for part, z, dist in centred_products(work, h, tru_rows, self._means_ext, self._rhs):
+            o, t = obs_rows[part], tru_rows[part]
+            stats = work.stats[:, : o.shape[0]]
+            clean = o == t
+            gap = self._gap[o, t]
+            dots = torch.mm(z.T, self._to_means)
+            proj = (dots.gather(1, t.unsqueeze(1)) - dots.gather(1, o.unsqueeze(1))).squeeze(1)
+            proj = (proj + gap.square()) / gap
+            stats[_CLEAN_N].copy_(clean)
+            stats[_CLEAN_D].copy_(torch.where(clean, dist, 0.0))
+            stats[_CLEAN_D2].copy_(torch.where(clean, dist.square(), 0.0))
+            stats[_NOISY_N].copy_(~clean)
+            stats[_MEM].copy_(torch.where(clean, 0.0, dist))
+            stats[_PROJ].copy_(torch.where(clean, 0.0, proj))
+            stats[_FRAC].copy_(torch.where(clean, 0.0, proj / gap))
+            stats[_CLEAN_NC1].copy_(torch.where(clean, z[: self._r].square().sum(0), 0.0))
+            # Columns are true classes (a clean sample's label is its true class); an invalid
+            # label, observed or true, lands in column K and is reported at compute.
+            self._table.index_add_(1, torch.where(o < k, t, k), stats)
 
     def merge(self, other: NoiseAccumulator) -> NoiseAccumulator:
+        """Add the state of ``other`` (built from the same clean statistics); returns self."""
         self._check_compatible(other)
-        self._nc.merge(other._nc)
         self._table += other._table.to(self._table.device)
         return self
 
     def all_reduce(self, group: Any = None) -> None:
-        self._nc.all_reduce(group)
+        """Sum the state over all processes of ``group`` (torch.distributed), in place."""
         (self._table,) = _all_reduce_sum([self._table], group)
 
     def compute(self) -> NoiseReport:
+        """The memorization / dilation report (see the module docstring for every key)."""
         k = self.num_classes
         table = self._table.cpu()
-        if table[k].abs().sum() > 0:
+        if table[_CLEAN_N, k] + table[_NOISY_N, k] > 0:
             raise ValueError("observed/true: labels outside the class range [0, K)")
-        clean_nc = self._nc.compute()
+        if not bool(torch.isfinite(table[[_CLEAN_D2, _MEM]]).all()):
+            raise ValueError("features: contain NaN or Inf values")
+        t = table[:, :k].T
+        clean_n, noisy_n = t[:, _CLEAN_N], t[:, _NOISY_N]
+        if not torch.equal(clean_n, self.clean.counts.to(_F64)):
+            raise ValueError(
+                "features: pass 2 saw different data than pass 1 (clean counts "
+                f"{clean_n.long().tolist()} vs {self.clean.counts.tolist()}); feed the same "
+                "batches twice"
+            )
+        _, clean_nc1 = nc1_from_sums(
+            t[:, _CLEAN_D2],
+            t[:, _CLEAN_NC1],
+            clean_n,
+            self.clean.rank,
+            self.clean.options.within_class,
+        )
         centred = self.clean.centred_means.cpu()
         iu = torch.triu_indices(k, k, offset=1)
         scale = float(pair_distances_sq(centred)[iu[0], iu[1]].sqrt().mean())
-        t = table[:k]
-        clean_n, noisy_n = t[:, _CLEAN_N], t[:, _NOISY_N]
         dil_mean = t[:, _CLEAN_D] / clean_n
         dil_std = (t[:, _CLEAN_D2] / clean_n - dil_mean.square()).clamp_min(0.0).sqrt()
         mem_per_class = t[:, _MEM] / noisy_n  # NaN where a class has no noisy sample
@@ -190,7 +196,7 @@ class NoiseAccumulator(_Accumulator):
             "dilation_std": float(dil_std.mean()),
             "dilation_mean_scaled": float(dil_mean.mean()) / scale,
             "dilation_std_scaled": float(dil_std.mean()) / scale,
-            "clean_nc1": clean_nc["nc1"],
+            "clean_nc1": clean_nc1,
             "corruption_bias": proj,
             "corruption_bias_scaled": proj / scale,
             "corruption_bias_fraction": frac,

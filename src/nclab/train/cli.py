@@ -1,4 +1,5 @@
-"""``nclab train [CONFIG.yaml | --preset NAME] [--out RUN_DIR] [--resume] [key=value ...]``."""
+"""``nclab train [CONFIG.yaml | --preset NAME] [--out RUN_DIR] [--resume] [--device D]
+[--data-dir DIR] [--download] [key=value ...]``."""
 
 from __future__ import annotations
 
@@ -28,6 +29,17 @@ def add_train_parser(sub: Any) -> None:
         "--resume", action="store_true", help="continue the run in --out from its checkpoint"
     )
     p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default=None,
+        help="where to train (same as run.device=; auto: cuda when available)",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="directory holding the dataset's files, searched first (same as data.data_dir=)",
+    )
+    p.add_argument(
         "--download",
         action="store_true",
         help="download a dataset that is not on this machine (checksums verified; needs internet)",
@@ -55,6 +67,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg, name = preset(args.preset), args.preset
     else:
         cfg, name = TrainConfig(), "default"
+    if args.device is not None:
+        overrides.append(f"run.device={args.device}")
+    if args.data_dir is not None:
+        overrides.append(f"data.data_dir={args.data_dir}")
     cfg = apply_overrides(cfg, overrides)
     out = Path(args.out) if args.out else Path("runs") / name
     result = train(cfg, out, resume=args.resume, download=args.download)

@@ -29,12 +29,18 @@ __all__ = [
     "apply_overrides",
 ]
 
+# Run settings that change neither the numbers nor the files' contents: not part of the
+# fingerprint, so a run may be resumed with another cadence.
+_CADENCE = ("progress", "checkpoint_every", "checkpoint_seconds")
+
 
 @dataclass
 class DataConfig:
     """name: dataset (``nclab.train.data.DATASETS``); num_classes: keep the first K classes;
     per_class / test_per_class: balanced subsample sizes; augment: random crop (padding 4) and
-    horizontal flip; normalize: standardize each channel with training-set statistics."""
+    horizontal flip; normalize: standardize each channel with training-set statistics;
+    batch_size: training batch; eval_batch_size: batch of the evaluation passes (default 1024 on
+    CUDA, 256 on the CPU, where larger batches fall out of the caches and run slower)."""
 
     name: str = "fashion-mnist-small"
     data_dir: str | None = None
@@ -44,7 +50,7 @@ class DataConfig:
     augment: bool = False
     normalize: bool = True
     batch_size: int = 128
-    eval_batch_size: int = 1024
+    eval_batch_size: int | None = None
 
 
 @dataclass
@@ -117,8 +123,15 @@ class TrackConfig:
 
 @dataclass
 class RunConfig:
-    """device: ``auto`` | ``cpu`` | ``cuda``; bf16: autocast on CUDA; channels_last, compile:
-    CUDA speed options; progress: a progress bar (off when not a terminal or in CI)."""
+    """device: ``auto`` | ``cpu`` | ``cuda``; bf16: bfloat16 autocast of the training forward
+    pass (evaluation and metrics stay float32 / float64); channels_last: NHWC memory format for
+    image models; compile: ``torch.compile`` of the training model (these three are speed options
+    for CUDA, and run on the CPU too); progress: a progress bar (off when not a terminal or in
+    CI).
+    checkpoint_every, checkpoint_seconds: a checkpoint is written after an epoch when at least
+    ``checkpoint_every`` epochs and ``checkpoint_seconds`` of wall time have passed since the
+    last one (0 s: every ``checkpoint_every`` epochs), and always after the last epoch; a killed
+    run loses at most that much work, and resumes to the same result whatever the cadence."""
 
     seed: int = 0
     device: str = "auto"
@@ -127,6 +140,7 @@ class RunConfig:
     compile: bool = False
     progress: bool = True
     checkpoint_every: int = 1
+    checkpoint_seconds: float = 60.0
 
 
 @dataclass
@@ -146,7 +160,7 @@ class TrainConfig:
         """A hash of everything that changes the numbers (``run.progress`` and the checkpoint
         cadence excluded)."""
         d = self.to_dict()
-        d["run"] = {k: v for k, v in d["run"].items() if k not in ("progress", "checkpoint_every")}
+        d["run"] = {k: v for k, v in d["run"].items() if k not in _CADENCE}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
@@ -172,8 +186,14 @@ class TrainConfig:
             (self.optim.weight_decay >= 0, "optim.weight_decay", "a non-negative number"),
             (self.optim.feature_penalty >= 0, "optim.feature_penalty", "a non-negative number"),
             (self.data.batch_size >= 1, "data.batch_size", "at least 1"),
+            (
+                self.data.eval_batch_size is None or self.data.eval_batch_size >= 1,
+                "data.eval_batch_size",
+                "at least 1, or null for the device's default",
+            ),
             (self.track.eval_every >= 1, "track.eval_every", "at least 1"),
             (self.run.checkpoint_every >= 1, "run.checkpoint_every", "at least 1"),
+            (self.run.checkpoint_seconds >= 0, "run.checkpoint_seconds", "at least 0"),
             (self.run.device in ("auto", "cpu", "cuda"), "run.device", "auto, cpu or cuda"),
             (bool(self.track.layers), "track.layers", "at least one module name"),
             (self.track.source in ("eval", "train"), "track.source", "eval or train"),

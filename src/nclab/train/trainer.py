@@ -19,6 +19,7 @@ import itertools
 import math
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,6 +168,13 @@ def random_crop_flip(
     return torch.where(flips[:, None, None, None], out.flip(3), out)
 
 
+def eval_batch_size(cfg: TrainConfig, device: torch.device) -> int:
+    """``data.eval_batch_size``, or its default for ``device`` (see ``DataConfig``)."""
+    if cfg.data.eval_batch_size is not None:
+        return cfg.data.eval_batch_size
+    return 1024 if device.type == "cuda" else 256
+
+
 def batch_starts(n: int, batch_size: int) -> list[int]:
     """Batch boundaries covering every sample; a last batch of one is merged into the previous
     one (BatchNorm cannot train on a single sample)."""
@@ -291,7 +299,7 @@ def evaluate(
     lo_shard, hi_shard = n_all * rank // world, n_all * (rank + 1) // world
     x = data.x[lo_shard:hi_shard]
     y_obs, y_true = data.observed[lo_shard:hi_shard], data.true[lo_shard:hi_shard]
-    bounds = batch_starts(len(y_obs), cfg.data.eval_batch_size)
+    bounds = batch_starts(len(y_obs), eval_batch_size(cfg, x.device))
     cache: list[Batch] = []
 
     def batches() -> Iterator[Batch]:
@@ -373,6 +381,17 @@ def _save(path: Path, state: dict[str, Any]) -> None:
     atomic_write(path, lambda handle: torch.save(state, handle))
 
 
+def checkpoint_due(cfg: TrainConfig, epochs_done: int, last: tuple[int, float]) -> bool:
+    """Whether to write a checkpoint after ``epochs_done`` epochs, the last one having been
+    written after ``last[0]`` epochs at ``time.monotonic()`` = ``last[1]`` (see ``RunConfig``)."""
+    if epochs_done == cfg.optim.epochs:
+        return True
+    return (
+        epochs_done - last[0] >= cfg.run.checkpoint_every
+        and time.monotonic() - last[1] >= cfg.run.checkpoint_seconds
+    )
+
+
 def _check_run_dir(out: Path, cfg: TrainConfig, resume: bool) -> dict[str, Any] | None:
     """The checkpoint to resume from, or None for a new run; refuses to clobber another run."""
     config_file, ckpt_file = out / "config.yaml", out / "checkpoint.pt"
@@ -448,7 +467,7 @@ def train(
         rows, start = list(state["rows"]), int(state["epoch"])
         if rank == 0:
             _write_metrics(out / "metrics.csv", rows)
-    channels_last = cfg.run.channels_last and device.type == "cuda" and train_data.x.ndim == 4
+    channels_last = cfg.run.channels_last and train_data.x.ndim == 4
     if channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     step_model: Any = model
@@ -466,6 +485,7 @@ def train(
     bar = _progress(cfg, start) if rank == 0 else None
     stopped: str | None = None
     store = _EpochStore()
+    last_checkpoint = (start, time.monotonic())
     live: dict[str, torch.Tensor] = {}
     if penalty:
         # The feature penalty needs the penultimate output on the autograd graph.
@@ -535,9 +555,8 @@ def train(
             )
             if rank == 0:
                 _write_metrics(out / "metrics.csv", rows)
-        if rank == 0 and (
-            (epoch + 1) % cfg.run.checkpoint_every == 0 or epoch + 1 == cfg.optim.epochs
-        ):
+        if rank == 0 and checkpoint_due(cfg, epoch + 1, last_checkpoint):
+            last_checkpoint = (epoch + 1, time.monotonic())
             _save(
                 out / "checkpoint.pt",
                 {
