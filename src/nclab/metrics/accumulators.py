@@ -19,6 +19,8 @@ Value checks cost no host synchronization per batch: a label outside 0..K-1 is r
 
 from __future__ import annotations
 
+import math
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -44,46 +46,61 @@ _F64 = torch.float64
 
 
 class _Workspace:
-    """Float64 buffers reused across batches and chunks.
+    """Float64 buffers reused across batches, chunks and accumulators.
 
-    The data are converted to float64 and centred in chunks of at most ``inner`` rows (about 2^19
-    values, 4 MiB, cache sized; 2^24 on CUDA), written into these buffers: fresh allocations and
-    cache misses cost more than the arithmetic. Per-sample values are gathered over ``outer``
-    rows (``cols`` + ``stats`` rows of ``outer`` columns) before the small reductions, to keep the
-    count of small tensor operations per sample low. Buffers grow to the largest chunk seen, so
-    small batches take little memory; the memory of the whole suite stays O(K d) plus this bounded
-    constant, whatever N is.
+    The data are converted to float64 and centred in chunks of at most ``inner(d)`` rows (about
+    2^19 values, 4 MiB, cache sized; 2^24 on CUDA), written into these buffers: fresh
+    allocations cost more than the arithmetic (on the CPU a fresh 4 MiB buffer is a fresh mapping
+    whose every page faults on first touch, ~0.5 ms, ten times the conversion itself). Per-sample
+    values are gathered over runs of ``outer(d)`` rows before the small reductions, to keep the
+    count of small tensor operations per sample low. Buffers grow to the largest request and are
+    handed out as views valid until the next request of the same name; the memory stays a
+    bounded constant, whatever N is.
     """
 
-    def __init__(self, dim: int, cols: int, device: torch.device, stats: int = 0) -> None:
-        log_values = 24 if device.type == "cuda" else 19
-        self.inner = max(1, (1 << log_values) // dim)
-        self.outer = self.inner * max(1, (1 << 14) // self.inner)
-        self.dim, self.cols, self.stats_rows, self.device = dim, cols, stats, device
-        self._rows = self._outer_rows = 0
-        self.h = self.g = self.zs = self.sq = self.stats = torch.empty(0, dtype=_F64, device=device)
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.values = 1 << (24 if device.type == "cuda" else 19)
+        self._buffers: dict[str, torch.Tensor] = {}
 
-    def reserve(self, rows: int, outer_rows: int = 0) -> None:
-        """Make the chunk buffers hold ``rows`` rows and the per-sample ones ``outer_rows``."""
-        if rows > self._rows:
-            self._rows = min(self.inner, max(rows, 2 * self._rows))
-            shape = (self._rows, self.dim)
-            self.h = torch.empty(shape, dtype=_F64, device=self.device)
-            self.g = torch.empty(shape, dtype=_F64, device=self.device)
-        if outer_rows > self._outer_rows:
-            self._outer_rows = min(self.outer, max(outer_rows, 2 * self._outer_rows))
-            self.zs = torch.empty(self.cols, self._outer_rows, dtype=_F64, device=self.device)
-            self.sq = torch.empty(self._outer_rows, dtype=_F64, device=self.device)
-            self.stats = torch.empty(
-                self.stats_rows, self._outer_rows, dtype=_F64, device=self.device
-            )
+    def inner(self, dim: int) -> int:
+        """Rows per conversion chunk for features of dimension ``dim``."""
+        return max(1, self.values // dim)
+
+    def outer(self, dim: int) -> int:
+        """Rows per run of per-sample reductions (a multiple of ``inner(dim)``)."""
+        inner = self.inner(dim)
+        return inner * max(1, (1 << 14) // inner)
+
+    def buffer(self, name: str, *shape: int) -> torch.Tensor:
+        """A contiguous float64 view of ``shape`` on buffer ``name`` (contents undefined)."""
+        size = math.prod(shape)
+        buf = self._buffers.get(name)
+        if buf is None or buf.numel() < size:
+            grown = size if buf is None else max(size, 2 * buf.numel())
+            buf = self._buffers[name] = torch.empty(grown, dtype=_F64, device=self.device)
+        return buf[:size].view(shape)
 
     def load(self, rows: torch.Tensor) -> torch.Tensor:
-        """``rows`` (at most ``inner`` of them) converted to float64 in the buffer."""
-        self.reserve(rows.shape[0])
-        h = self.h[: rows.shape[0]]
+        """``rows`` converted to float64 in buffer ``h``."""
+        h = self.buffer("h", *rows.shape)
         h.copy_(rows)
         return h
+
+
+_local = threading.local()
+
+
+def workspace(device: torch.device) -> _Workspace:
+    """The workspace for ``device``: on the CPU one per thread, shared by every accumulator (the
+    calls of one thread never interleave); elsewhere a new one (the CUDA caching allocator
+    already recycles freed blocks, and a shared one would hold GPU memory for good)."""
+    if device.type != "cpu":
+        return _Workspace(device)
+    work: _Workspace | None = getattr(_local, "work", None)
+    if work is None:
+        work = _local.work = _Workspace(device)
+    return work
 
 
 def chunk_rows(
@@ -97,7 +114,7 @@ def chunk_rows(
 def centred_products(
     work: _Workspace, h: torch.Tensor, rows: torch.Tensor, centres: torch.Tensor, rhs: torch.Tensor
 ) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
-    """For each run of at most ``work.outer`` samples: its slice of the batch, the products
+    """For each run of at most ``work.outer(d)`` samples: its slice of the batch, the products
     ``rhs @ (h_i - c_i)`` (columns, ``rhs.shape[0]`` x m) and the norms ‖h_i - c_i‖ (m,), with
     c_i = ``centres[rows[i]]``.
 
@@ -105,15 +122,16 @@ def centred_products(
     their centre lose no digits to cancellation. The results live in ``work`` and are overwritten
     by the next run.
     """
-    for first in range(0, h.shape[0], work.outer):
-        h_out, y_out = h[first : first + work.outer], rows[first : first + work.outer]
+    dim = h.shape[1]
+    inner, outer = work.inner(dim), work.outer(dim)
+    for first in range(0, h.shape[0], outer):
+        h_out, y_out = h[first : first + outer], rows[first : first + outer]
         m = h_out.shape[0]
-        work.reserve(min(m, work.inner), m)
-        z, norms = work.zs[:, :m], work.sq[:m]
-        for start in range(0, m, work.inner):
-            part = slice(start, start + work.inner)
+        z, norms = work.buffer("z", rhs.shape[0], m), work.buffer("norms", m)
+        for start in range(0, m, inner):
+            part = slice(start, start + inner)
             centred = work.load(h_out[part])
-            gathered = work.g[: centred.shape[0]]
+            gathered = work.buffer("g", *centred.shape)
             torch.index_select(centres, 0, y_out[part], out=gathered)
             centred.sub_(gathered)
             torch.mm(rhs, centred.T, out=z[:, part])
@@ -278,7 +296,6 @@ class ClassMeans(_Accumulator):
         super().__init__(num_classes, dim, device)
         self._counts: torch.Tensor | None = None
         self._sums: torch.Tensor | None = None
-        self._work: _Workspace | None = None
         if dim is not None:
             self._allocate()
 
@@ -296,10 +313,9 @@ class ClassMeans(_Accumulator):
             self._allocate()
         assert self._counts is not None and self._sums is not None
         self._counts += torch.bincount(y, minlength=self.num_classes + 2)
-        if self._work is None:
-            self._work = _Workspace(h.shape[1], 0, self._sums.device)
-        for hs, ys in chunk_rows(h, y, self._work.inner):
-            self._sums.index_add_(0, ys, self._work.load(hs))
+        work = workspace(self._sums.device)
+        for hs, ys in chunk_rows(h, y, work.inner(h.shape[1])):
+            self._sums.index_add_(0, ys, work.load(hs))
 
     def merge(self, other: ClassMeans) -> ClassMeans:
         """Add the state of ``other`` (e.g. another shard) into this one; returns self."""
@@ -430,16 +446,15 @@ class CollapseAccumulator(_Accumulator):
             label_map == -1, k, torch.where(label_map == -2, k + 1, label_map)
         )
         self._table = torch.zeros(6, k + 2, dtype=_F64, device=means.device)
-        self._work = _Workspace(stats.dim, self._rhs.shape[0], means.device, stats=6)
 
     def update(self, features: Any, labels: Any, mask: Any = None) -> None:
         """Add a batch (the same batches, and masks, as in pass 1, in any order and split)."""
         h, y = self._prepare(features, labels, mask)
         y = self._columns[y]
-        p, r, work = self._p, self._r, self._work
+        p, r, work = self._p, self._r, workspace(h.device)
         for part, z, norms in centred_products(work, h, y, self._means_ext, self._rhs):
             y_out = y[part]
-            stats = work.stats[:, : y_out.shape[0]]
+            stats = work.buffer("stats", 6, y_out.shape[0])
             torch.square(norms, out=stats[_WITHIN])
             coords = z[:p]
             torch.sum(coords[:r].square(), dim=0, out=stats[_PROJ])

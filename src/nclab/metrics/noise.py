@@ -39,10 +39,10 @@ from nclab.metrics.accumulators import (
     _Accumulator,
     _all_reduce_sum,
     _route,
-    _Workspace,
     between_basis,
     centred_products,
     nc1_from_sums,
+    workspace,
 )
 from nclab.metrics.nc1 import pair_distances_sq
 from nclab.metrics.options import MetricOptions
@@ -114,7 +114,6 @@ class NoiseAccumulator(_Accumulator):
         self._means_ext = torch.cat([means, means.new_zeros(1, clean.dim)])
         self._gap = pair_distances_sq(self._means_ext).sqrt()
         self._table = torch.zeros(8, k + 1, dtype=_F64, device=means.device)
-        self._work = _Workspace(clean.dim, self._rhs.shape[0], means.device, stats=8)
 
     def update(self, features: Any, observed: Any, true: Any) -> None:
         """Add a batch: features (N, d), observed labels ỹ and true labels y (N,)."""
@@ -122,11 +121,11 @@ class NoiseAccumulator(_Accumulator):
         obs = as_labels(observed, h.shape[0], h.device, name="observed")
         tru = as_labels(true, h.shape[0], h.device, name="true")
         h, obs_rows = self._prepare(h, obs)
-        k, work = self.num_classes, self._work
+        k, work = self.num_classes, workspace(h.device)
         tru_rows = _route(tru.to(h.device), k, None)
         for part, z, dist in centred_products(work, h, tru_rows, self._means_ext, self._rhs):
             o, t = obs_rows[part], tru_rows[part]
-            stats = work.stats[:, : o.shape[0]]
+            stats = work.buffer("stats", 8, o.shape[0])
             clean = o == t
             gap = self._gap[o, t]
             dots = torch.mm(z.T, self._to_means)
