@@ -122,6 +122,16 @@ def test_speed_options_run_on_cpu_and_keep_the_numbers(tmp_path: Path) -> None:
         assert math.isfinite(c["nc1"]) and c["nc1"] > 0
 
 
+def test_compiled_model_gives_the_same_numbers(tmp_path: Path) -> None:
+    # torch.compile (inductor, C++ on the CPU: ~20 s here) fuses and reorders float32 operations:
+    # two epochs agree with eager mode to ~1e-7; 1e-5 leaves a margin.
+    eager = train(smoke("optim.epochs=2"), tmp_path / "eager").rows
+    compiled = train(smoke("optim.epochs=2", "run.compile=true"), tmp_path / "compiled").rows
+    for a, b in zip(eager, compiled, strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
+        assert b["nc1"] == pytest.approx(a["nc1"], rel=1e-5)
+
+
 def test_checkpoint_cadence_in_epochs_and_seconds(tmp_path: Path) -> None:
     cfg = smoke("optim.epochs=10", "run.checkpoint_every=3", "run.checkpoint_seconds=0")
     now = time.monotonic()
