@@ -162,8 +162,8 @@ def between_basis(svd: _nc1.BetweenClassSVD, num_classes: int) -> tuple[torch.Te
     Returns ``rhs`` (p x d) = [V_r S_r^{-1} | V_{r..p}]ᵀ, p = min(K - 1, q) columns of V, and
     ``to_means`` (p x K) with (h - μ)·μ̃_j = Σ_k [rhs (h - μ)]_k to_means_kj. The first r
     coordinates give the NC1 term ‖(h - μ) V_r S_r^{-1}‖² as their sum of squares. Centred means
-    have rank <= K - 1 (Σ_c n_c μ̃_c = 0), so the K-th singular value is rounding and its
-    column is left out.
+    have rank <= K - 1 (Σ_c n_c μ̃_c = 0 for the sample mean, Σ_c μ̃_c = 0 for the class mean),
+    so the K-th singular value is rounding and its column is left out.
     """
     p = min(num_classes - 1, svd.v.shape[1])
     scale = torch.ones(p, dtype=_F64, device=svd.v.device)
