@@ -132,6 +132,21 @@ def test_compiled_model_gives_the_same_numbers(tmp_path: Path) -> None:
         assert b["nc1"] == pytest.approx(a["nc1"], rel=1e-5)
 
 
+def test_resume_before_the_first_checkpoint_starts_over(tmp_path: Path) -> None:
+    # What a run killed before its first checkpoint leaves: its config and the metrics rows of
+    # the epochs it finished (here: a truncated copy of a finished run's table).
+    cfg = smoke("optim.epochs=3")
+    reference = train(cfg, tmp_path / "ref")
+    table = (tmp_path / "ref" / "metrics.csv").read_text()
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    (killed / "config.yaml").write_text((tmp_path / "ref" / "config.yaml").read_text())
+    (killed / "metrics.csv").write_text("".join(table.splitlines(keepends=True)[:2]))
+    resumed = train(cfg, killed, resume=True)
+    assert (killed / "metrics.csv").read_text() == table
+    assert resumed.rows == reference.rows
+
+
 def test_checkpoint_cadence_in_epochs_and_seconds(tmp_path: Path) -> None:
     cfg = smoke("optim.epochs=10", "run.checkpoint_every=3", "run.checkpoint_seconds=0")
     now = time.monotonic()
