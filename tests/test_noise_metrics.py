@@ -112,12 +112,13 @@ def test_random_problems_match_the_definitions(k: int, d: int) -> None:
     flip = rng.random(n) < 0.3
     flip[:k] = False
     obs[flip] = rng.integers(0, k, flip.sum())
-    # Means far from the origin relative to the spread: a test of cancellation.
-    centres = 50.0 + rng.standard_normal((k, d))
+    # Means far from the origin relative to their distances and the spread: a test of
+    # cancellation (distances taken from uncentred means would lose ~8 of the 16 digits).
+    centres = 1e4 + rng.standard_normal((k, d))
     h = centres[true] + 0.3 * rng.standard_normal((n, d))
     got = measure_noise(h, obs, true, num_classes=k)
-    # Both sides are float64 from the same inputs in a different order of operations; the
-    # spread is 1e-2 of the feature norm, so a few digits of the 16 go to cancellation at most.
+    # Both sides are float64 from the same inputs in a different order of operations; centring
+    # features of norm ~1e4 near means ~1 apart costs ~4 of the 16 digits, 1e-10 leaves 2.
     for key, value in _direct(h, obs, true, k).items():
         assert got[key] == pytest.approx(value, rel=1e-10), key
     clean = obs == true

@@ -112,7 +112,9 @@ class NoiseAccumulator(_Accumulator):
         # An extra zero row and column for an invalid label (reported at compute).
         self._to_means = torch.cat([to_means, to_means.new_zeros(to_means.shape[0], 1)], dim=1)
         self._means_ext = torch.cat([means, means.new_zeros(1, clean.dim)])
-        self._gap = pair_distances_sq(self._means_ext).sqrt()
+        # Distances from the centred means (no cancellation against a large global mean).
+        centred = torch.cat([clean.centred_means, means.new_zeros(1, clean.dim)])
+        self._gap = pair_distances_sq(centred).sqrt()
         self._table = torch.zeros(8, k + 1, dtype=_F64, device=means.device)
 
     def update(self, features: Any, observed: Any, true: Any) -> None:
