@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from conftest import gaussian_classes
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -80,3 +81,17 @@ def test_class_relabelling_invariance(problem: tuple[int, int, int, int]) -> Non
     base = measure(feats, labels, w, b).as_dict()
     relabelled = measure(feats, perm[labels], w[inv], b[inv]).as_dict()
     assert_same(base, relabelled)
+
+
+def test_nearest_class_centre_decisions_survive_a_large_common_offset() -> None:
+    # Features 1e8 from the origin (float64 still resolves them to ~1e-8), classes a few units
+    # apart: the NCC scores are formed from centred means, so no decision flips; scores from
+    # uncentred means carry ~1 of rounding (‖μ‖² ~ 1e17) and flip those near a boundary.
+    rng = np.random.default_rng(7)
+    feats, labels = gaussian_classes(rng, 6, 2000, 8, sigma=2.5)
+    base = measure(feats, labels)
+    far = measure(feats + 1e8, labels)
+    assert 0.5 < base["ncc_accuracy"] < 0.99  # many samples near a boundary
+    assert far["ncc_accuracy"] == base["ncc_accuracy"]
+    # The shifted features themselves are rounded to ~1e-8 absolute: NC1 moves by ~1e-8.
+    assert far["nc1"] == pytest.approx(base["nc1"], rel=1e-6)

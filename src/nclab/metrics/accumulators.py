@@ -413,15 +413,16 @@ class CollapseAccumulator(_Accumulator):
         # Features are centred first (h - μ_y, exact in float64), then one GEMM against the rows
         # of [V_p S^{-1} | W̃_{1..K-1}ᵀ]ᵀ (see :func:`between_basis`):
         # * NC1 term ‖(h - μ_y) V_r S_r^{-1}‖²: the sum of squares of the first r coordinates.
-        # * NCC: argmin_j ‖h - μ_j‖² = argmax_j 2 (h - μ_y)·μ̃_j + (2 μ_y·μ_j - ‖μ_j‖²), dropping
-        #   the j-independent 2 (h - μ_y)·μ_G.
+        # * NCC: argmin_j ‖h - μ_j‖² = argmin_j ‖h̃ - μ̃_j‖² (h̃ = h - μ_G, μ̃_j = μ_j - μ_G)
+        #   = argmax_j 2 (h - μ_y)·μ̃_j + (2 μ̃_y·μ̃_j - ‖μ̃_j‖²), as h̃ = (h - μ_y) + μ̃_y; centred
+        #   means keep the offsets free of cancellation against a large common mean.
         # * classifier: argmax_j h·w_j + b_j = argmax_j (h - μ_y)·w̃_j + (μ_y·w̃_j + b_j), with
         #   w̃_j = w_j - w̄ (the common h·w̄ drops out); Σ_j w̃_j = 0 gives w̃_K from the others,
         #   so K - 1 columns suffice.
         basis, to_means = between_basis(stats.svd, k)
         self._p, self._r = basis.shape[0], stats.rank
         self._ncc_mat = 2.0 * to_means
-        gram = means @ means.T
+        gram = stats.centred_means @ stats.centred_means.T
         # Two extra rows (zeros): invalid labels and masked-out samples.
         self._ncc_off = torch.cat([2.0 * gram - torch.diagonal(gram), means.new_zeros(2, k)])
         blocks = [basis]
