@@ -62,6 +62,11 @@ def test_streaming_and_merging_equal_in_memory() -> None:
     streamed = accs[0].compute().as_dict()
     for key, value in whole.items():
         assert streamed[key] == pytest.approx(value, rel=1e-12), key
+    other = ClassMeans(3)
+    other.update(FEATS + 1.0, OBSERVED, mask=OBSERVED == TRUE)
+    stranger = NoiseAccumulator(other.compute(MetricOptions(drop_empty_classes=True)))
+    with pytest.raises(ValueError, match="other: built from different clean statistics"):
+        accs[0].merge(stranger)
 
 
 def test_no_noise_and_missing_clean_class() -> None:

@@ -148,6 +148,10 @@ class NoiseAccumulator(_Accumulator):
     def merge(self, other: NoiseAccumulator) -> NoiseAccumulator:
         """Add the state of ``other`` (built from the same clean statistics); returns self."""
         self._check_compatible(other)
+        if other.clean is not self.clean and not torch.equal(
+            other.clean.means.cpu(), self.clean.means.cpu()
+        ):
+            raise ValueError("other: built from different clean statistics (class means differ)")
         self._table += other._table.to(self._table.device)
         return self
 
