@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -145,3 +146,15 @@ def test_mask_equals_measuring_the_subset(rng: np.random.Generator) -> None:
     acc = CollapseAccumulator(means.compute(), w)
     acc.update(feats_nan, labels, mask=keep)
     assert_reports_equal(measure(feats[keep], labels[keep], w).as_dict(), acc.compute().as_dict())
+
+
+def test_accumulators_in_concurrent_threads_equal_sequential(rng: np.random.Generator) -> None:
+    # The CPU workspace is shared by the accumulators of one thread and private to each thread:
+    # threads measuring at the same time (torch releases the GIL in its kernels) must not see
+    # each other's buffers. Large enough inputs for several chunks and runs.
+    problems = [gaussian_classes(rng, 5, 3000, 64 + 32 * i, sigma=0.5) for i in range(4)]
+    sequential = [measure(f, y).as_dict() for f, y in problems]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for _ in range(3):
+            concurrent = list(pool.map(lambda p: measure(*p).as_dict(), problems))
+            assert concurrent == sequential
