@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import math
+import pickle
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -266,6 +268,40 @@ def test_networks_losses_and_options_train(tmp_path: Path, overrides: list[str])
     result = train(smoke("optim.epochs=2", *overrides), tmp_path / "run")
     assert result.stopped_early is None and len(result.rows) >= 2
     assert all(math.isfinite(r["nc1"]) for r in result.rows)
+
+
+def test_the_gpu_preset_runs_on_cpu_on_cifar_shaped_files(tmp_path: Path) -> None:
+    # The paper-scale preset exactly as configured (ResNet-18, augmentation, bf16, channels_last,
+    # NC of layer4 and penultimate on train and test), shrunk in data, width and epochs, on
+    # synthetic files in CIFAR-10's own format.
+    folder = tmp_path / "data" / "cifar10" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        images = rng.integers(0, 256, size=(10, 3072)).astype(np.uint8)
+        batch = {b"data": images, b"labels": list(range(10))}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    cfg = apply_overrides(
+        preset("gpu-resnet18-cifar10"),
+        [
+            "run.device=cpu",
+            f"data.data_dir={tmp_path / 'data'}",
+            "data.per_class=4",
+            "data.test_per_class=1",
+            "model.width=0.0625",
+            "optim.epochs=1",
+            "run.progress=false",
+        ],
+    )
+    assert cfg.run.bf16 and cfg.run.channels_last and cfg.data.augment
+    rows = train(cfg, tmp_path / "run").rows
+    assert [(r["split"], r["layer"]) for r in rows] == [
+        ("train", "layer4"),
+        ("train", "penultimate"),
+        ("test", "layer4"),
+        ("test", "penultimate"),
+    ]
+    assert all(math.isfinite(r["nc1"]) and 0.0 <= r["test_acc"] <= 1.0 for r in rows)
 
 
 def test_feature_penalty_is_part_of_the_training_loss(tmp_path: Path) -> None:
