@@ -291,37 +291,42 @@ def evaluate(
     layers: list[str],
     rank: int = 0,
     world: int = 1,
+    store: _EpochStore | None = None,
 ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """:func:`measure_batches` over ``data`` with the model in eval mode, without gradients:
-    one forward pass, its tracked features cached (``track.cache_features``; two forward passes
-    otherwise). With ``world`` > 1 each process takes its contiguous shard of the data."""
+    one forward pass whose tracked features, logits and labels are copied into ``store`` (reused
+    across calls; a new one when omitted) and measured as one batch (``track.cache_features``),
+    or two forward passes without keeping them. With ``world`` > 1 each process takes its
+    contiguous shard of the data."""
     n_all = len(data.observed)
     lo_shard, hi_shard = n_all * rank // world, n_all * (rank + 1) // world
     x = data.x[lo_shard:hi_shard]
     y_obs, y_true = data.observed[lo_shard:hi_shard], data.true[lo_shard:hi_shard]
     bounds = batch_starts(len(y_obs), eval_batch_size(cfg, x.device))
-    cache: list[Batch] = []
 
-    def batches() -> Iterator[Batch]:
-        if cache:
-            yield from cache
-            return
+    def forward() -> Iterator[Batch]:
         with torch.no_grad(), capture(model, layers) if layers else _no_hooks() as captured:
             for lo, hi in itertools.pairwise(bounds):
                 logits = model(x[lo:hi]).float()
-                batch = (dict(captured), logits, y_obs[lo:hi], y_true[lo:hi])
-                if cfg.track.cache_features:
-                    cache.append(batch)
-                yield batch
+                yield dict(captured), logits, y_obs[lo:hi], y_true[lo:hi]
 
     model.eval()
-    return measure_batches(batches, model, loss, k, noise, layers, world)
+    if not cfg.track.cache_features:
+        return measure_batches(forward, model, loss, k, noise, layers, world)
+    # One batch instead of many: the accumulators' fixed cost per batch is paid once.
+    store = store if store is not None else _EpochStore()
+    store.reset()
+    for batch in forward():
+        store.add(*batch)
+    whole = store.batch()
+    return measure_batches(lambda: [whole], model, loss, k, noise, layers, world)
 
 
 class _EpochStore:
-    """The tracked features, logits and labels of one epoch's training passes, copied into
-    buffers allocated once and reused every epoch (holding the activations themselves would keep
-    autograd's memory alive and make every step allocate afresh)."""
+    """The tracked features, logits and labels of one pass over a split (the epoch's training
+    passes, or an evaluation pass), copied into buffers allocated once and reused every epoch
+    (holding the activations themselves would keep autograd's memory alive and make every step
+    allocate afresh)."""
 
     def __init__(self) -> None:
         self.buffers: dict[str, torch.Tensor] = {}
@@ -484,7 +489,7 @@ def train(
     bounds = batch_starts(n, cfg.data.batch_size)
     bar = _progress(cfg, start) if rank == 0 else None
     stopped: str | None = None
-    store = _EpochStore()
+    store, test_store = _EpochStore(), _EpochStore()
     last_checkpoint = (start, time.monotonic())
     live: dict[str, torch.Tensor] = {}
     if penalty:
@@ -551,7 +556,8 @@ def train(
                 train_loss,
                 rank,
                 world,
-                store.batch() if from_training else None,
+                (store, test_store),
+                from_training,
             )
             if rank == 0:
                 _write_metrics(out / "metrics.csv", rows)
@@ -599,18 +605,23 @@ def _evaluate_epoch(
     epoch: int,
     lr: float,
     train_loss: float,
-    rank: int = 0,
-    world: int = 1,
-    seen: Batch | None = None,
+    rank: int,
+    world: int,
+    stores: tuple[_EpochStore, _EpochStore],
+    from_training: bool,
 ) -> list[dict[str, Any]]:
     layers = cfg.track.layers
-    if seen is not None:  # track.source == "train": the features of this epoch's training passes
+    train_store, test_store = stores
+    if from_training:  # track.source == "train": the features of this epoch's training passes
+        seen = train_store.batch()
         summary, reports = measure_batches(lambda: [seen], model, loss, k, noise, layers, world)
     else:
-        summary, reports = evaluate(model, train_data, cfg, loss, k, noise, layers, rank, world)
+        summary, reports = evaluate(
+            model, train_data, cfg, loss, k, noise, layers, rank, world, train_store
+        )
     test_layers = layers if cfg.track.test_metrics else []
     test_summary, test_reports = evaluate(
-        model, test_data, cfg, loss, k, False, test_layers, rank, world
+        model, test_data, cfg, loss, k, False, test_layers, rank, world, test_store
     )
     common = {
         "epoch": epoch,
