@@ -16,13 +16,16 @@ import pytest
 import torch
 
 from nclab.cli import main
+from nclab.losses import make_loss
 from nclab.train.config import TrainConfig, apply_overrides
+from nclab.train.nets import build_network
 from nclab.train.presets import preset
 from nclab.train.trainer import (
     COLUMNS,
     RunDirectoryError,
     batch_starts,
     checkpoint_due,
+    measure_batches,
     random_crop_flip,
     train,
 )
@@ -302,6 +305,34 @@ def test_the_gpu_preset_runs_on_cpu_on_cifar_shaped_files(tmp_path: Path) -> Non
         ("test", "penultimate"),
     ]
     assert all(math.isfinite(r["nc1"]) and 0.0 <= r["test_acc"] <= 1.0 for r in rows)
+
+
+def test_evaluation_sums_do_not_depend_on_the_batch_split() -> None:
+    # Loss and accuracy sums are float64 (per-sample losses of float32 logits summed in float32
+    # would differ by ~1e-7 between splits); the NC report by the order of float64 additions.
+    torch.manual_seed(0)
+    model = build_network("mlp", input_shape=(1, 4, 4), num_classes=5, widths=[8])
+    n = 3000
+    feats = {"penultimate": torch.randn(n, 8).relu()}
+    logits = 30.0 * torch.randn(n, 5)
+    y_obs = torch.arange(n) % 5
+    y_true = y_obs.clone()
+    whole = [(feats, logits, y_obs, y_true)]
+    parts = [
+        (
+            {"penultimate": feats["penultimate"][i : i + 7]},
+            logits[i : i + 7],
+            y_obs[i : i + 7],
+            y_obs[i : i + 7],
+        )
+        for i in range(0, n, 7)
+    ]
+    loss = make_loss("ce")
+    a = measure_batches(lambda: whole, model, loss, 5, False, ["penultimate"])
+    b = measure_batches(lambda: parts, model, loss, 5, False, ["penultimate"])
+    assert b[0]["eval_loss"] == pytest.approx(a[0]["eval_loss"], rel=1e-13)
+    assert b[0]["acc_observed"] == a[0]["acc_observed"]
+    assert b[1]["penultimate"]["nc1"] == pytest.approx(a[1]["penultimate"]["nc1"], rel=1e-12)
 
 
 def test_feature_penalty_is_part_of_the_training_loss(tmp_path: Path) -> None:

@@ -232,7 +232,7 @@ def measure_batches(
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     counts = torch.zeros(3, dtype=torch.int64, device=device)  # samples, hits observed, true
     for feats, logits, y_obs, y_true in batches():
-        loss_sum += loss.per_sample(logits, y_obs).sum()
+        loss_sum += loss.per_sample(logits, y_obs).sum(dtype=torch.float64)
         pred = logits.argmax(1)
         counts += torch.stack(
             [counts.new_tensor(len(y_obs)), (pred == y_obs).sum(), (pred == y_true).sum()]
