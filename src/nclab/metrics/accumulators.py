@@ -23,7 +23,7 @@ import math
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -389,11 +389,39 @@ class ClassMeans(_Accumulator):
         )
 
 
+_P = TypeVar("_P", bound="_PassTwo")
+
+
+class _PassTwo(_Accumulator):
+    """Shared by the pass-2 accumulators: float64 per-class sums in ``_table`` around the
+    statistics ``_pass1`` that pass 1 fixed (``_pass1_name`` names them in errors)."""
+
+    _pass1: ClassStatistics
+    _pass1_name = "pass-1"
+    _table: torch.Tensor
+
+    def merge(self: _P, other: _P) -> _P:
+        """Add the state of ``other`` (built from the same pass-1 statistics); returns self."""
+        self._check_compatible(other)
+        if other._pass1 is not self._pass1 and not torch.equal(
+            other._pass1.means.cpu(), self._pass1.means.cpu()
+        ):
+            raise ValueError(
+                f"other: built from different {self._pass1_name} statistics (class means differ)"
+            )
+        self._table += other._table.to(self._table.device)
+        return self
+
+    def all_reduce(self, group: Any = None) -> None:
+        """Sum the state over all processes of ``group`` (torch.distributed), in place."""
+        (self._table,) = _all_reduce_sum([self._table], group)
+
+
 # Rows of the pass-2 per-class table (one column per class, plus invalid and masked-out).
 _WITHIN, _PROJ, _NCC_OK, _CLS_OK, _MISMATCH, _COUNT = range(6)
 
 
-class CollapseAccumulator(_Accumulator):
+class CollapseAccumulator(_PassTwo):
     """Pass 2: centred statistics around the means fixed by pass 1, and the NCC decisions.
 
     Parameters
@@ -407,7 +435,7 @@ class CollapseAccumulator(_Accumulator):
         super().__init__(stats.num_total_classes, stats.dim, stats.means.device)
         if bias is not None and weight is None:
             raise ValueError("bias: given without weight; pass the classifier weight too")
-        self.stats = stats
+        self.stats = self._pass1 = stats
         k, k_total = stats.num_classes, stats.num_total_classes
         means = stats.means
         # Features are centred first (h - μ_y, exact in float64), then one GEMM against the rows
@@ -471,20 +499,6 @@ class CollapseAccumulator(_Accumulator):
                 stats[_CLS_OK : _MISMATCH + 1].zero_()
             stats[_COUNT].fill_(1.0)
             self._table.index_add_(1, y_out, stats)
-
-    def merge(self, other: CollapseAccumulator) -> CollapseAccumulator:
-        """Add the state of ``other`` (built from the same pass-1 statistics); returns self."""
-        self._check_compatible(other)
-        if other.stats is not self.stats and not torch.equal(
-            other.stats.means.cpu(), self.stats.means.cpu()
-        ):
-            raise ValueError("other: built from different pass-1 statistics (class means differ)")
-        self._table += other._table.to(self._table.device)
-        return self
-
-    def all_reduce(self, group: Any = None) -> None:
-        """Sum the state over all processes of ``group`` (torch.distributed), in place."""
-        (self._table,) = _all_reduce_sum([self._table], group)
 
     def compute(self) -> CollapseReport:
         """The full NC report (see :mod:`nclab.metrics.report` for every key and its formula)."""

@@ -36,8 +36,7 @@ from nclab.metrics._inputs import as_features, as_labels, check_num_classes
 from nclab.metrics.accumulators import (
     ClassMeans,
     ClassStatistics,
-    _Accumulator,
-    _all_reduce_sum,
+    _PassTwo,
     _route,
     between_basis,
     centred_products,
@@ -84,7 +83,7 @@ class NoiseReport:
         return dict(self.values)
 
 
-class NoiseAccumulator(_Accumulator):
+class NoiseAccumulator(_PassTwo):
     """Pass 2: distances to the clean class means, and NC of the clean samples.
 
     Parameters
@@ -94,12 +93,14 @@ class NoiseAccumulator(_Accumulator):
         so that a class without clean samples is reported here by name).
     """
 
+    _pass1_name = "clean"
+
     def __init__(self, clean: ClassStatistics) -> None:
         super().__init__(clean.num_total_classes, clean.dim, clean.means.device)
         if clean.num_classes != clean.num_total_classes:
             missing = sorted(set(range(clean.num_total_classes)) - set(clean.classes.tolist()))
             raise ValueError(f"labels: class(es) {missing} have no clean sample")
-        self.clean = clean
+        self.clean = self._pass1 = clean
         k, means = self.num_classes, clean.means
         # Every sample is centred at the clean mean of its true class, c_i = h_i - μ_{y_i}, and
         # multiplied by the between-class basis of the clean means (one GEMM): ‖c_i‖ is the
@@ -144,20 +145,6 @@ class NoiseAccumulator(_Accumulator):
             # Columns are true classes (a clean sample's label is its true class); an invalid
             # label, observed or true, lands in column K and is reported at compute.
             self._table.index_add_(1, torch.where(o < k, t, k), stats)
-
-    def merge(self, other: NoiseAccumulator) -> NoiseAccumulator:
-        """Add the state of ``other`` (built from the same clean statistics); returns self."""
-        self._check_compatible(other)
-        if other.clean is not self.clean and not torch.equal(
-            other.clean.means.cpu(), self.clean.means.cpu()
-        ):
-            raise ValueError("other: built from different clean statistics (class means differ)")
-        self._table += other._table.to(self._table.device)
-        return self
-
-    def all_reduce(self, group: Any = None) -> None:
-        """Sum the state over all processes of ``group`` (torch.distributed), in place."""
-        (self._table,) = _all_reduce_sum([self._table], group)
 
     def compute(self) -> NoiseReport:
         """The memorization / dilation report (see the module docstring for every key)."""

@@ -51,18 +51,18 @@ class _MLP(nn.Module):
         return out
 
 
+def _conv_bn_relu(inp: int, out: int) -> list[nn.Module]:
+    """3x3 convolution (no bias: BatchNorm follows), BatchNorm, ReLU."""
+    return [nn.Conv2d(inp, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU()]
+
+
 class _CNN(nn.Module):
     def __init__(self, channels: int, widths: Sequence[int], num_classes: int) -> None:
         super().__init__()
         blocks: list[nn.Module] = []
         prev = channels
         for width in widths:
-            blocks += [
-                nn.Conv2d(prev, width, 3, padding=1, bias=False),
-                nn.BatchNorm2d(width),
-                nn.ReLU(),
-                nn.MaxPool2d(2),
-            ]
+            blocks += [*_conv_bn_relu(prev, width), nn.MaxPool2d(2)]
             prev = width
         self.body = nn.Sequential(*blocks)
         self.penultimate = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -97,11 +97,7 @@ class _ResNet18(nn.Module):
     def __init__(self, channels: int, num_classes: int, width: float) -> None:
         super().__init__()
         widths = [max(1, round(w * width)) for w in (64, 128, 256, 512)]
-        self.stem = nn.Sequential(
-            nn.Conv2d(channels, widths[0], 3, 1, 1, bias=False),
-            nn.BatchNorm2d(widths[0]),
-            nn.ReLU(),
-        )
+        self.stem = nn.Sequential(*_conv_bn_relu(channels, widths[0]))
         prev, stages = widths[0], []
         for i, w in enumerate(widths):
             stride = 1 if i == 0 else 2
@@ -129,11 +125,7 @@ class _VGG11(nn.Module):
                     size //= 2
                 continue
             out = max(1, round(int(item) * width))
-            layers += [
-                nn.Conv2d(prev, out, 3, padding=1, bias=False),
-                nn.BatchNorm2d(out),
-                nn.ReLU(),
-            ]
+            layers += _conv_bn_relu(prev, out)
             prev = out
         self.features = nn.Sequential(*layers)
         self.penultimate = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
