@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nclab.metrics import ClassMeans, MetricOptions, measure
-from nclab.metrics.noise import NOISE_METRICS, NoiseAccumulator, measure_noise
+from nclab.metrics.noise import NOISE_METRICS, NoiseAccumulator, NoisyClassMeans, measure_noise
 
 # Clean samples: class 0 at (0,0), (2,0) -> mean (1,0); class 1 at (10,0), (10,2), (10,4) ->
 # mean (10,2); class 2 at (0,10). Noisy: a sample of true class 1 labelled 0 at (4,0), and one of
@@ -128,3 +128,30 @@ def test_random_problems_match_the_definitions(k: int, d: int) -> None:
         assert got[key] == pytest.approx(value, rel=1e-10), key
     clean = obs == true
     assert got["clean_nc1"] == pytest.approx(measure(h[clean], obs[clean])["nc1"], rel=1e-10)
+
+
+def test_one_pass_gives_observed_and_clean_means() -> None:
+    parts = [slice(0, 3), slice(3, 7), slice(7, 8)]
+    shards = [NoisyClassMeans(3) for _ in parts]
+    for m, s in zip(shards, parts, strict=True):
+        m.update(FEATS[s], OBSERVED[s], TRUE[s])
+    for m in shards[1:]:
+        shards[0].merge(m)
+    observed, clean = shards[0].compute(MetricOptions(global_mean="class"))
+    # By observed label: class 0 = (0,0), (2,0) and the noisy (4,0); class 1 = the three clean
+    # ones and the noisy (1,1); class 2 = (0,10). Clean: the module's constants above.
+    np.testing.assert_allclose(observed.means.numpy(), [[2, 0], [31 / 4, 7 / 4], [0, 10]])
+    assert observed.counts.tolist() == [3, 4, 1] and observed.options.global_mean == "class"
+    np.testing.assert_allclose(clean.means.numpy(), [[1, 0], [10, 2], [0, 10]])
+    assert clean.counts.tolist() == [2, 3, 1] and clean.options.drop_empty_classes
+    both = ClassMeans(3)
+    both.update(FEATS, OBSERVED)
+    np.testing.assert_allclose(
+        observed.svd.s.numpy(), both.compute(MetricOptions(global_mean="class")).svd.s.numpy()
+    )
+    bad = NoisyClassMeans(3)
+    bad.update(FEATS, OBSERVED, np.where(TRUE == 2, 3, TRUE))
+    with pytest.raises(ValueError, match=r"observed/true: 1 value\(s\) outside the class range"):
+        bad.compute()
+    with pytest.raises(TypeError, match="other: expected a NoisyClassMeans"):
+        bad.merge(both)  # type: ignore[arg-type]

@@ -16,7 +16,16 @@ from conftest import free_port, gaussian_classes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nclab.metrics import ClassMeans, CollapseAccumulator, MetricOptions, measure, measure_batches
+from nclab.metrics import (
+    ClassMeans,
+    CollapseAccumulator,
+    MetricOptions,
+    NoiseAccumulator,
+    measure,
+    measure_batches,
+    measure_noise,
+)
+from nclab.metrics.accumulators import stage_rows
 
 # The batch split changes only the order of float64 additions: relative differences stay near
 # 1e-14 on these problems; the contract is 1e-10.
@@ -158,3 +167,41 @@ def test_accumulators_in_concurrent_threads_equal_sequential(rng: np.random.Gene
         for _ in range(3):
             concurrent = list(pool.map(lambda p: measure(*p).as_dict(), problems))
             assert concurrent == sequential
+
+
+def test_small_and_large_batches_of_mixed_dtypes_equal_in_memory(
+    rng: np.random.Generator,
+) -> None:
+    # d = 2,048: a stage holds 512 rows, so batches below 256 rows are staged, larger ones go
+    # straight through, and staged ones are flushed when the stage fills, when the dtype
+    # changes and at compute. Values are float16-exact, so every dtype carries the same data.
+    k, d = 5, 2048
+    assert stage_rows(d, torch.device("cpu")) == 512
+    feats, labels = gaussian_classes(rng, k, 600, d)
+    feats = feats.astype(np.float16).astype(np.float64)
+    true = labels.copy()
+    flip = rng.random(labels.size) < 0.2
+    observed = np.where(flip, rng.integers(0, k, labels.size), labels)
+    w, b = rng.standard_normal((k, d)), rng.standard_normal(k)
+    sizes = rng.choice([1, 7, 100, 255, 256, 700], p=[0.2, 0.2, 0.2, 0.15, 0.15, 0.1], size=60)
+    bounds = np.minimum(np.concatenate([[0], np.cumsum(sizes)]), labels.size)
+    dtypes = [torch.float16, torch.float32, torch.float64]
+    batches = [
+        (torch.from_numpy(feats[lo:hi]).to(dtypes[i % 3], copy=True), slice(lo, hi))
+        for i, (lo, hi) in enumerate(itertools.pairwise(bounds.tolist()))
+        if hi > lo
+    ]
+    assert bounds[-1] == labels.size and len(batches) > 10
+
+    means, clean = ClassMeans(k), ClassMeans(k)
+    for h, s in batches:
+        means.update(h, observed[s])
+        clean.update(h, observed[s], mask=observed[s] == true[s])
+    acc = CollapseAccumulator(means.compute(), w, b)
+    noise = NoiseAccumulator(clean.compute(MetricOptions(drop_empty_classes=True)))
+    for h, s in batches:
+        acc.update(h, observed[s])
+        noise.update(h, observed[s], true[s])
+        h.fill_(-1000.0)  # a staged batch was copied: changing the input afterwards changes nothing
+    assert_reports_equal(measure(feats, observed, w, b).as_dict(), acc.compute().as_dict())
+    assert_reports_equal(measure_noise(feats, observed, true).as_dict(), noise.compute().as_dict())

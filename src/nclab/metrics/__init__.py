@@ -12,7 +12,7 @@ from nclab.metrics.accumulators import ClassMeans, ClassStatistics, CollapseAccu
 from nclab.metrics.decomposition import MSEDecomposition, mse_decomposition
 from nclab.metrics.hooks import collect, find_classifier
 from nclab.metrics.measure import measure, measure_batches
-from nclab.metrics.noise import NoiseAccumulator, NoiseReport, measure_noise
+from nclab.metrics.noise import NoiseAccumulator, NoiseReport, NoisyClassMeans, measure_noise
 from nclab.metrics.options import MetricOptions
 from nclab.metrics.report import METRICS, CollapseReport
 
@@ -26,6 +26,7 @@ __all__ = [
     "MetricOptions",
     "NoiseAccumulator",
     "NoiseReport",
+    "NoisyClassMeans",
     "collect",
     "find_classifier",
     "measure",

@@ -26,6 +26,7 @@ standard deviations come from float64 sums of d and d² (relative error ~1e-16 �
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -40,13 +41,20 @@ from nclab.metrics.accumulators import (
     _route,
     between_basis,
     centred_products,
+    class_statistics,
     nc1_from_sums,
     workspace,
 )
 from nclab.metrics.nc1 import pair_distances_sq
 from nclab.metrics.options import MetricOptions
 
-__all__ = ["NOISE_METRICS", "NoiseAccumulator", "NoiseReport", "measure_noise"]
+__all__ = [
+    "NOISE_METRICS",
+    "NoiseAccumulator",
+    "NoiseReport",
+    "NoisyClassMeans",
+    "measure_noise",
+]
 
 NOISE_METRICS: dict[str, str] = {
     "noise_rate": "fraction of samples whose observed label is not the true one",
@@ -81,6 +89,74 @@ class NoiseReport:
 
     def as_dict(self) -> dict[str, float]:
         return dict(self.values)
+
+
+class NoisyClassMeans:
+    """Pass 1 under label noise: the class means of all samples by observed label, and the clean
+    class means, from one pass over the features.
+
+    Two :class:`~nclab.metrics.accumulators.ClassMeans` (all samples; clean samples by mask)
+    would convert every feature to float64 twice; here one accumulator of 2K classes keeps the
+    clean samples of class c in row c and the noisy samples observed as c in row K + c, and
+    ``compute`` adds the two rows for the observed-label statistics.
+
+    Parameters
+    ----------
+    num_classes : K (labels are 0..K-1).
+    dim, device : as for :class:`~nclab.metrics.accumulators.ClassMeans`.
+    """
+
+    def __init__(
+        self, num_classes: int, dim: int | None = None, device: torch.device | str | None = None
+    ) -> None:
+        self.num_classes = check_num_classes(num_classes)
+        self._split = ClassMeans(2 * self.num_classes, dim, device)
+
+    def update(self, features: Any, observed: Any, true: Any) -> None:
+        """Add a batch: features (N, d), observed labels ỹ and true labels y (N,)."""
+        h = as_features(features)
+        obs = as_labels(observed, h.shape[0], h.device, name="observed")
+        tru = as_labels(true, h.shape[0], h.device, name="true").to(obs.device)
+        k = self.num_classes
+        valid = (obs >= 0) & (obs < k) & (tru >= 0) & (tru < k)
+        rows = torch.where(obs == tru, obs, obs + k)
+        self._split.update(h, torch.where(valid, rows, torch.full_like(rows, -1)))
+
+    def merge(self, other: NoisyClassMeans) -> NoisyClassMeans:
+        """Add the state of ``other`` (another shard); returns self."""
+        if not isinstance(other, NoisyClassMeans):
+            raise TypeError(f"other: expected a NoisyClassMeans, got {type(other).__name__}")
+        self._split.merge(other._split)
+        return self
+
+    def all_reduce(self, group: Any = None) -> None:
+        """Sum the state over all processes of ``group`` (torch.distributed), in place."""
+        self._split.all_reduce(group)
+
+    def compute(
+        self, options: MetricOptions | None = None
+    ) -> tuple[ClassStatistics, ClassStatistics]:
+        """The statistics of all samples by observed label (with ``options``), and those of the
+        clean samples (empty classes dropped; :class:`NoiseAccumulator` names them)."""
+        opts = options or MetricOptions()
+        counts, sums = self._split.state()
+        k = self.num_classes
+        clean_n, noisy_n, invalid_n = counts[:k], counts[k : 2 * k], counts[2 * k : 2 * k + 1]
+        clean_s, noisy_s, invalid_s = sums[:k], sums[k : 2 * k], sums[2 * k : 2 * k + 1]
+        name = "observed/true"
+        observed = class_statistics(
+            torch.cat([clean_n + noisy_n, invalid_n, torch.zeros_like(invalid_n)]),
+            torch.cat([clean_s + noisy_s, invalid_s, torch.zeros_like(invalid_s)]),
+            opts,
+            name,
+        )
+        clean = class_statistics(
+            torch.cat([clean_n, invalid_n, noisy_n.sum().reshape(1)]),
+            torch.cat([clean_s, invalid_s, noisy_s.sum(0, keepdim=True)]),
+            dataclasses.replace(opts, drop_empty_classes=True),
+            name,
+        )
+        return observed, clean
 
 
 class NoiseAccumulator(_PassTwo):
@@ -124,8 +200,11 @@ class NoiseAccumulator(_PassTwo):
         obs = as_labels(observed, h.shape[0], h.device, name="observed")
         tru = as_labels(true, h.shape[0], h.device, name="true")
         h, obs_rows = self._prepare(h, obs)
+        self._add(h, obs_rows, _route(tru.to(h.device), self.num_classes, None))
+
+    def _process(self, h: torch.Tensor, *rows: torch.Tensor) -> None:
+        obs_rows, tru_rows = rows
         k, work = self.num_classes, workspace(h.device)
-        tru_rows = _route(tru.to(h.device), k, None)
         for part, z, dist in centred_products(work, h, tru_rows, self._means_ext, self._rhs):
             o, t = obs_rows[part], tru_rows[part]
             stats = work.buffer("stats", 8, o.shape[0])
@@ -149,7 +228,7 @@ class NoiseAccumulator(_PassTwo):
     def compute(self) -> NoiseReport:
         """The memorization / dilation report (see the module docstring for every key)."""
         k = self.num_classes
-        table = self._table.cpu()
+        table = self._final_table()
         if table[_CLEAN_N, k] + table[_NOISY_N, k] > 0:
             raise ValueError("observed/true: labels outside the class range [0, K)")
         if not bool(torch.isfinite(table[[_CLEAN_D2, _MEM]]).all()):
@@ -225,8 +304,8 @@ def measure_noise(
     if num_classes is None:
         num_classes = int(torch.maximum(obs.max(), tru.max())) + 1 if obs.numel() else 0
     k = check_num_classes(num_classes)
-    means = ClassMeans(k)
-    means.update(h, obs, mask=obs == tru)
-    acc = NoiseAccumulator(means.compute(MetricOptions(drop_empty_classes=True)))
+    means = NoisyClassMeans(k)
+    means.update(h, obs, tru)
+    acc = NoiseAccumulator(means.compute()[1])
     acc.update(h, obs, tru)
     return acc.compute()

@@ -32,7 +32,13 @@ from torch import nn
 
 from nclab.io import atomic_write, atomic_write_text
 from nclab.losses import Loss, make_loss
-from nclab.metrics import ClassMeans, CollapseAccumulator, MetricOptions, NoiseAccumulator
+from nclab.metrics import (
+    ClassMeans,
+    CollapseAccumulator,
+    MetricOptions,
+    NoiseAccumulator,
+    NoisyClassMeans,
+)
 from nclab.metrics.hooks import capture
 from nclab.metrics.noise import NOISE_METRICS
 from nclab.metrics.report import METRICS
@@ -226,8 +232,7 @@ def measure_batches(
     memorization / dilation when ``noise``), from two passes over ``batches()``; the sums are
     all-reduced over ``world`` processes, so every process gets the numbers of one process."""
     opts = MetricOptions()
-    means = {name: ClassMeans(k) for name in layers}
-    clean_means = {name: ClassMeans(k) for name in layers}
+    means = {name: NoisyClassMeans(k) if noise else ClassMeans(k) for name in layers}
     device = next(model.parameters()).device
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     counts = torch.zeros(3, dtype=torch.int64, device=device)  # samples, hits observed, true
@@ -238,21 +243,24 @@ def measure_batches(
             [counts.new_tensor(len(y_obs)), (pred == y_obs).sum(), (pred == y_true).sum()]
         )
         for name in layers:
-            means[name].update(feats[name], y_obs)
-            if noise:
-                clean_means[name].update(feats[name], y_obs, mask=y_obs == y_true)
+            acc = means[name]
+            if isinstance(acc, NoisyClassMeans):
+                acc.update(feats[name], y_obs, y_true)
+            else:
+                acc.update(feats[name], y_obs)
     fc = model.get_submodule("fc")
     centred, noisy = {}, {}
     for name in layers:
+        acc = means[name]
         if world > 1:
-            means[name].all_reduce()
-            if noise:
-                clean_means[name].all_reduce()
+            acc.all_reduce()
         weight = (fc.weight, fc.bias) if name == "penultimate" else (None, None)
-        centred[name] = CollapseAccumulator(means[name].compute(opts), *weight)
-        if noise:
-            clean_stats = clean_means[name].compute(MetricOptions(drop_empty_classes=True))
+        if isinstance(acc, NoisyClassMeans):
+            stats, clean_stats = acc.compute(opts)
             noisy[name] = NoiseAccumulator(clean_stats)
+        else:
+            stats = acc.compute(opts)
+        centred[name] = CollapseAccumulator(stats, *weight)
     if layers:
         for feats, _, y_obs, y_true in batches():
             for name in layers:
