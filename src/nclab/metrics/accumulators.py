@@ -130,10 +130,13 @@ def centred_products(
         z, norms = work.buffer("z", rhs.shape[0], m), work.buffer("norms", m)
         for start in range(0, m, inner):
             part = slice(start, start + inner)
-            centred = work.load(h_out[part])
-            gathered = work.buffer("g", *centred.shape)
+            rows_in = h_out[part]
+            gathered = work.buffer("g", *rows_in.shape)
             torch.index_select(centres, 0, y_out[part], out=gathered)
-            centred.sub_(gathered)
+            if rows_in.dtype == _F64:  # no conversion: centre straight from the input
+                centred = torch.sub(rows_in, gathered, out=gathered)
+            else:
+                centred = work.load(rows_in).sub_(gathered)
             torch.mm(rhs, centred.T, out=z[:, part])
             torch.linalg.vector_norm(centred, dim=1, out=norms[part])
         yield slice(first, first + m), z, norms
@@ -370,7 +373,7 @@ class ClassMeans(_Accumulator):
         self._counts += torch.bincount(y, minlength=self.num_classes + 2)
         work = workspace(self._sums.device)
         for hs, ys in chunk_rows(h, y, work.inner(h.shape[1])):
-            self._sums.index_add_(0, ys, work.load(hs))
+            self._sums.index_add_(0, ys, hs if hs.dtype == _F64 else work.load(hs))
 
     def merge(self, other: ClassMeans) -> ClassMeans:
         """Add the state of ``other`` (e.g. another shard) into this one; returns self."""
