@@ -381,13 +381,28 @@ def _no_hooks() -> Iterator[dict[str, torch.Tensor]]:
     yield {}
 
 
-def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    atomic_write_text(path, buf.getvalue())
+class _MetricsFile:
+    """``metrics.csv``, rewritten atomically after every evaluation with all rows so far; each
+    row is formatted once (formatting the whole table every epoch cost ~5 ms at 200 rows)."""
+
+    def __init__(self, path: Path, rows: list[dict[str, Any]]) -> None:
+        self.path = path
+        self.lines = [self._format([], header=True), self._format(rows)]
+
+    @staticmethod
+    def _format(rows: list[dict[str, Any]], header: bool = False) -> str:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
+        if header:
+            writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+        return buf.getvalue()
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        """Append ``rows`` and write the file."""
+        self.lines.append(self._format(rows))
+        atomic_write_text(self.path, "".join(self.lines))
 
 
 def _save(path: Path, state: dict[str, Any]) -> None:
@@ -478,8 +493,9 @@ def train(
         sched.load_state_dict(state["scheduler"])
         gen.set_state(state["generator"])
         rows, start = list(state["rows"]), int(state["epoch"])
-        if rank == 0:
-            _write_metrics(out / "metrics.csv", rows)
+    table = _MetricsFile(out / "metrics.csv", rows) if rank == 0 else None
+    if table is not None and state is not None:
+        table.add([])  # drop the rows evaluated after the checkpoint
     channels_last = cfg.run.channels_last and train_data.x.ndim == 4
     if channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -551,7 +567,7 @@ def train(
             print(f"nclab train: {stopped}", file=sys.stderr)
             break
         if measure_now:
-            rows += _evaluate_epoch(
+            new_rows = _evaluate_epoch(
                 model,
                 train_data,
                 test_data,
@@ -567,8 +583,9 @@ def train(
                 (store, test_store),
                 from_training,
             )
-            if rank == 0:
-                _write_metrics(out / "metrics.csv", rows)
+            rows += new_rows
+            if table is not None:
+                table.add(new_rows)
         if rank == 0 and checkpoint_due(cfg, epoch + 1, last_checkpoint):
             last_checkpoint = (epoch + 1, time.monotonic())
             _save(
