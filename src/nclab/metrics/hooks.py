@@ -3,7 +3,8 @@
 The network is run twice over the loader in eval mode without gradients (pass 1: class means;
 pass 2: centred statistics), so memory stays O(K d) per layer whatever the dataset size, plus
 each accumulator's fixed stage for small batches (2^20 values; see
-:class:`~nclab.metrics.accumulators._Accumulator`); no feature matrix is stored. Outputs of convolutional layers are flattened per sample.
+:class:`~nclab.metrics.accumulators._Accumulator`); no feature matrix is stored. Outputs of
+convolutional layers are flattened per sample.
 """
 
 from __future__ import annotations
