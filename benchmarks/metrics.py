@@ -1,6 +1,8 @@
 """Benchmark of the NC metrics suite against the common ways of computing NC1.
 
-Run: ``python benchmarks/metrics.py`` (about 5 minutes on 2 cores; ``--dims 512`` for a quick run).
+Run: ``python benchmarks/metrics.py`` (about 5 minutes on 2 cores; ``--dims 512`` for a quick run;
+``--device cuda`` on a GPU machine: features, statistics and baselines on the GPU, the clock
+waiting for the device, peak memory from the CUDA allocator).
 
 For N features (float32, as a network returns them) with K classes, at each dimension d, times in
 one process:
@@ -36,6 +38,7 @@ import torch
 from nclab.metrics import accumulators, measure, measure_batches
 
 F64 = torch.float64
+CPU = torch.device("cpu")
 STREAM_BATCH = 256  # rows per batch of the streamed suite, as a data loader would give them
 
 
@@ -57,16 +60,27 @@ def _reset_peak() -> bool:
     return True
 
 
-def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, Any, float | None]:
-    """Best wall time over ``repeats`` calls, the last result, and peak extra memory in MiB."""
+def timed(
+    fn: Callable[[], Any], repeats: int, device: torch.device = CPU
+) -> tuple[float, Any, float | None]:
+    """Best wall time over ``repeats`` calls, the last result, and peak extra memory in MiB
+    (resident memory on the CPU; allocated device memory on CUDA, where the clock waits for
+    the device)."""
     best, result, peak = float("inf"), None, None
+    cuda = device.type == "cuda"
     for _ in range(repeats):
-        can_reset = _reset_peak()
-        before = _status_kib("VmRSS")
+        if cuda:
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            can_reset, before = True, torch.cuda.memory_allocated(device) // 1024
+        else:
+            can_reset, before = _reset_peak(), _status_kib("VmRSS")
         start = time.perf_counter()
         result = fn()
+        if cuda:
+            torch.cuda.synchronize(device)
         best = min(best, time.perf_counter() - start)
-        after = _status_kib("VmHWM")
+        after = torch.cuda.max_memory_allocated(device) // 1024 if cuda else _status_kib("VmHWM")
         if can_reset and before is not None and after is not None:
             extra = (after - before) / 1024
             peak = extra if peak is None else max(peak, extra)
@@ -74,7 +88,7 @@ def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, Any, float | None
 
 
 def class_means(h: torch.Tensor, y: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    sums = torch.zeros(k, h.shape[1], dtype=F64).index_add_(0, y, h.to(F64))
+    sums = torch.zeros(k, h.shape[1], dtype=F64, device=h.device).index_add_(0, y, h.to(F64))
     counts = torch.bincount(y, minlength=k).to(F64)
     means = sums / counts[:, None]
     return means, means - sums.sum(0) / counts.sum()
@@ -91,7 +105,7 @@ def gemm_scatter(
     h: torch.Tensor, y: torch.Tensor, means: torch.Tensor, batch: int = 1000
 ) -> torch.Tensor:
     """N Σ_W by one d x d matrix product per batch, in float64."""
-    scatter = torch.zeros(h.shape[1], h.shape[1], dtype=F64)
+    scatter = torch.zeros(h.shape[1], h.shape[1], dtype=F64, device=h.device)
     for start in range(0, h.shape[0], batch):
         hc = h[start : start + batch].to(F64) - means[y[start : start + batch]]
         scatter += hc.T @ hc
@@ -104,7 +118,7 @@ def _max_known(*values: float | None) -> float | None:
 
 
 def loop_scatter(h: torch.Tensor, y: torch.Tensor, means: torch.Tensor, count: int) -> torch.Tensor:
-    sigma_w = torch.zeros(h.shape[1], h.shape[1], dtype=F64)
+    sigma_w = torch.zeros(h.shape[1], h.shape[1], dtype=F64, device=h.device)
     for i in range(count):
         v = h[i].to(F64) - means[y[i]]
         sigma_w += torch.outer(v, v)
@@ -117,22 +131,24 @@ def bench_dim(n: int, k: int, d: int, args: argparse.Namespace) -> dict[str, Any
     y = torch.randint(0, k, (n,), generator=gen)
     h = centres[y] + torch.randn(n, d, generator=gen)
     w, b = torch.randn(k, d, generator=gen), torch.randn(k, generator=gen)
+    dev = torch.device(args.device)
+    h, y, w, b = h.to(dev), y.to(dev), w.to(dev), b.to(dev)
 
     rows: dict[str, dict[str, Any]] = {}
-    t, _, mem = timed(lambda: h.sum(), args.repeats)
+    t, _, mem = timed(lambda: h.sum(), args.repeats, dev)
     rows["read"] = {"seconds": t, "peak_mib": mem}
     # Drop the per-thread workspace that an earlier dimension left, so that the peak includes it.
     accumulators._local.work = None
-    t, report, mem = timed(lambda: measure(h, y, w, b), args.repeats)
+    t, report, mem = timed(lambda: measure(h, y, w, b), args.repeats, dev)
     rows["suite"] = {"seconds": t, "peak_mib": mem, "nc1": report["nc1"]}
     batches = [
         (h[i : i + STREAM_BATCH], y[i : i + STREAM_BATCH]) for i in range(0, n, STREAM_BATCH)
     ]
-    t, streamed, mem = timed(lambda: measure_batches(batches, k, w, b), args.repeats)
+    t, streamed, mem = timed(lambda: measure_batches(batches, k, w, b), args.repeats, dev)
     rows["stream"] = {"seconds": t, "peak_mib": mem, "nc1": streamed["nc1"]}
     means, centred = class_means(h, y, k)
-    t_scatter, sigma_w, mem_gemm = timed(lambda: gemm_scatter(h, y, means), 1)
-    t_pinv, nc1_gemm, mem_pinv = timed(lambda: pinv_nc1(sigma_w / n, centred, k), 1)
+    t_scatter, sigma_w, mem_gemm = timed(lambda: gemm_scatter(h, y, means), 1, dev)
+    t_pinv, nc1_gemm, mem_pinv = timed(lambda: pinv_nc1(sigma_w / n, centred, k), 1, dev)
     rows["gemm"] = {
         "seconds": t_scatter + t_pinv,
         "peak_mib": _max_known(mem_gemm, mem_pinv),
@@ -143,7 +159,7 @@ def bench_dim(n: int, k: int, d: int, args: argparse.Namespace) -> dict[str, Any
     # The loop differs from the GEMM baseline only in how Σ_W is accumulated; its pinv step is
     # the same computation, timed once above.
     count = min(n, args.loop_samples if d <= 1024 else args.loop_samples // 10)
-    t_loop, scatter, mem_loop = timed(lambda: loop_scatter(h, y, means, count), 1)
+    t_loop, scatter, mem_loop = timed(lambda: loop_scatter(h, y, means, count), 1, dev)
     extrapolated = count < n
     nc1_loop = pinv_nc1(scatter / n, centred, k) if not extrapolated else None
     rows["loop"] = {
@@ -209,9 +225,12 @@ def main() -> None:
         help="samples timed in the per-sample loop before extrapolating to N (default 2,000; "
         "a tenth of it above d = 1,024)",
     )
+    parser.add_argument(
+        "--device", default="cpu", help="where the features live and everything runs (cpu, cuda)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
     results, checks = [], []
     for d in args.dims:
         res = bench_dim(args.n, args.classes, d, args)

@@ -1,13 +1,20 @@
 """Benchmark of the trainer against a bare PyTorch loop on the same model and data.
 
-Run: ``python benchmarks/train.py`` (cpu-mlp, about three minutes on 2 cores) or
-``python benchmarks/train.py --preset cpu-cnn --epochs 2`` (about 15 minutes).
+Run: ``python benchmarks/train.py`` (cpu-mlp, about three minutes on 2 cores),
+``python benchmarks/train.py --preset cpu-cnn --epochs 2`` (about 15 minutes), or on a GPU
+machine ``python benchmarks/train.py --preset gpu-resnet18-cifar10 --epochs 2 --synthetic``
+(ResNet-18 on 50,000 CIFAR-shaped images with data on the GPU, bf16 autocast, channels_last and
+augmentation, as the preset; ``--synthetic`` writes random images in CIFAR-10's own file format
+when the real files are not on the machine: throughput does not depend on the pixels).
+``--set key=value`` applies config overrides to every run (``--set run.device=cpu
+model.width=0.0625 data.per_class=50`` runs the GPU preset shrunk on a CPU).
 
 For a preset's model and data (cpu-mlp: MLP 784-512-512-512; cpu-cnn: the small CNN; both on the
 4,000-image Fashion-MNIST subset, batch 128, SGD with momentum, 20 % label noise), seconds per
 epoch and training images per second of
 
-* ``bare``: a plain loop (shuffle, forward, cross-entropy, backward, step) with nothing else;
+* ``bare``: a plain loop (shuffle, forward, cross-entropy, backward, step) with nothing else
+  (on the preset's device, with its augmentation, bf16 autocast and memory format);
 * ``bare+test``: the same plus one evaluation pass over the test set per epoch (what any loop
   that reports test accuracy pays);
 * ``bare+train+test``: plus one more evaluation pass over the training set (train accuracy);
@@ -32,6 +39,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import pickle
 import statistics
 import tempfile
 import time
@@ -52,10 +60,39 @@ from nclab.train.trainer import (
     eval_batch_size,
     evaluate,
     prepare_data,
+    random_crop_flip,
     train,
 )
+from nclab.train.trainer import (
+    _device as resolve_device,
+)
 
-LAYERS = {"cpu-mlp": "[body.3,penultimate]", "cpu-cnn": "[body.11,penultimate]"}
+LAYERS = {
+    "cpu-mlp": "[body.3,penultimate]",
+    "cpu-cnn": "[body.11,penultimate]",
+    "gpu-resnet18-cifar10": "[layer4,penultimate]",
+}
+
+
+def synthetic_cifar10(root: Path, per_class: int) -> None:
+    """Random uint8 images with balanced labels in CIFAR-10's python format under ``root``
+    (``per_class`` images of each class per training batch file, a fifth as many for the test
+    file: 50,000 + 10,000 images at ``per_class=1000``)."""
+    folder = root / "cifar10" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    gen = torch.Generator().manual_seed(0)
+    for name, n in [(f"data_batch_{i}", per_class) for i in range(1, 6)] + [
+        ("test_batch", per_class)
+    ]:
+        labels = torch.arange(10).repeat(n)
+        images = torch.randint(0, 256, (len(labels), 3072), generator=gen, dtype=torch.uint8)
+        batch = {b"data": images.numpy(), b"labels": labels.tolist()}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def accuracy(model: torch.nn.Module, data: Split, batch: int) -> float:
@@ -72,43 +109,62 @@ def accuracy(model: torch.nn.Module, data: Split, batch: int) -> float:
 def bare_loop(cfg: TrainConfig, epochs: int, passes: tuple[str, ...]) -> float:
     """Seconds per epoch of the plain loop, plus accuracy passes over the ``passes`` splits
     (after one untimed warm-up epoch, as the trainer's slopes exclude start-up)."""
-    train_data, test_data, k, shape = prepare_data(cfg, torch.device("cpu"))
+    device = resolve_device(cfg.run.device)
+    train_data, test_data, k, shape = prepare_data(cfg, device)
     torch.manual_seed(0)
     m = cfg.model
     model = build_network(
-        m.name, input_shape=shape, num_classes=k, widths=m.widths, batchnorm=m.batchnorm
-    )
+        m.name,
+        input_shape=shape,
+        num_classes=k,
+        widths=m.widths,
+        batchnorm=m.batchnorm,
+        width=m.width,
+    ).to(device)
+    channels_last = cfg.run.channels_last and train_data.x.ndim == 4
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     o = cfg.optim
     opt = torch.optim.SGD(
         model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
     )
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.run.bf16)
+    gen = torch.Generator().manual_seed(0)
     n = len(train_data.observed)
     bounds = batch_starts(n, cfg.data.batch_size)
     splits = {"train": train_data, "test": test_data}
     start = 0.0
     for epoch in range(epochs + 1):
         if epoch == 1:  # the first epoch warms up (oneDNN primitives, allocator) and is not timed
+            _sync(device)
             start = time.perf_counter()
         model.train()
-        perm = torch.randperm(n)
+        perm = torch.randperm(n, generator=gen).to(device)
         for lo, hi in itertools.pairwise(bounds):
             idx = perm[lo:hi]
-            loss = F.cross_entropy(model(train_data.x[idx]), train_data.observed[idx])
+            x = train_data.x[idx]
+            if cfg.data.augment:
+                x = random_crop_flip(x, gen)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast:
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), train_data.observed[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         for name in passes:
-            assert (
-                0.0
-                <= accuracy(model, splits[name], eval_batch_size(cfg, torch.device("cpu")))
-                <= 1.0
-            )
+            assert 0.0 <= accuracy(model, splits[name], eval_batch_size(cfg, device)) <= 1.0
+    _sync(device)
     return (time.perf_counter() - start) / epochs
 
 
-def trainer(name: str, epochs: int, every_epoch: bool, source: str = "eval") -> tuple[float, float]:
+def trainer(
+    name: str, base: list[str], epochs: int, every_epoch: bool, source: str = "eval"
+) -> tuple[float, float]:
     """Seconds of ``nclab.train.train`` runs of ``epochs`` and of ``3 * epochs`` epochs (their
-    slope is the time per epoch: start-up and data preparation cancel out)."""
+    slope is the time per epoch: start-up and data preparation cancel out); preset ``name``
+    with the overrides ``base``."""
 
     def run(n_epochs: int) -> float:
         overrides = [
@@ -118,7 +174,7 @@ def trainer(name: str, epochs: int, every_epoch: bool, source: str = "eval") -> 
             f"track.layers={LAYERS[name]}",
             "track.eval_every=1" if every_epoch else f"track.eval_every={n_epochs}",
         ]
-        cfg = apply_overrides(preset(name), overrides)
+        cfg = apply_overrides(preset(name), base + overrides)
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
             train(cfg, Path(tmp) / "run")
@@ -156,16 +212,18 @@ def _union(intervals: list[tuple[float, float]]) -> float:
     return total
 
 
-def phases(name: str, epochs: int, source: str) -> dict[str, float]:
+def phases(name: str, base: list[str], epochs: int, source: str) -> dict[str, float]:
     """Median over the epochs of one trainer run (NC every epoch) of the milliseconds spent in
     the epoch, in the measurement (every evaluation, the copies of the tracked features and the
     metrics file) and in the test pass, and of the ratio epoch / (epoch - measurement): the
     trainer's epoch over its own training passes, free of the drift between runs."""
-    n_test = len(prepare_data(preset(name), torch.device("cpu"))[1].observed)
+    probe = apply_overrides(preset(name), list(base))
+    n_test = len(prepare_data(probe, torch.device("cpu"))[1].observed)
     log: list[tuple[str, float, float]] = []
     cfg = apply_overrides(
         preset(name),
         [
+            *base,
             f"optim.epochs={epochs + 1}",
             "run.progress=false",
             f"track.source={source}",
@@ -213,20 +271,45 @@ def main() -> None:
     parser.add_argument("--preset", choices=sorted(LAYERS), default="cpu-mlp")
     parser.add_argument("--epochs", type=int, default=8, help="epochs per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="measurements per loop (median)")
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every run"
+    )
+    parser.add_argument(
+        "--synthetic",
+        type=int,
+        nargs="?",
+        const=1000,
+        default=None,
+        metavar="PER_CLASS",
+        help="CIFAR-10 presets: random images in CIFAR-10's format, PER_CLASS of each class per "
+        "file (default 1,000: 50,000 training images)",
+    )
     args = parser.parse_args()
-    cfg = preset(args.preset)
+    with tempfile.TemporaryDirectory() as data_dir:
+        base = list(args.set)
+        if args.synthetic is not None:
+            synthetic_cifar10(Path(data_dir), args.synthetic)
+            base.append(f"data.data_dir={data_dir}")
+        run_benchmark(args, base)
+
+
+def run_benchmark(args: argparse.Namespace, base: list[str]) -> None:
+    cfg = apply_overrides(preset(args.preset), list(base))
     e = args.epochs
+    device = resolve_device(cfg.run.device)
     n = len(prepare_data(cfg, torch.device("cpu"))[0].observed)
+    r = cfg.run
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.preset}, {n} images"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {device}; {args.preset}, "
+        f"{n} images; bf16 {r.bf16}, channels_last {r.channels_last}, augment {cfg.data.augment}"
     )
     loops = {
         "bare": lambda: bare_loop(cfg, e, ()),
         "bare+test": lambda: bare_loop(cfg, e, ("test",)),
         "bare+train+test": lambda: bare_loop(cfg, e, ("train", "test")),
-        "nclab": lambda: trainer(args.preset, e, every_epoch=False),
-        "nclab+NC/eval": lambda: trainer(args.preset, e, every_epoch=True),
-        "nclab+NC/train": lambda: trainer(args.preset, e, every_epoch=True, source="train"),
+        "nclab": lambda: trainer(args.preset, base, e, every_epoch=False),
+        "nclab+NC/eval": lambda: trainer(args.preset, base, e, every_epoch=True),
+        "nclab+NC/train": lambda: trainer(args.preset, base, e, every_epoch=True, source="train"),
     }
     samples: dict[str, list[Any]] = {name: [] for name in loops}
     for _ in range(args.rounds):
@@ -238,15 +321,21 @@ def main() -> None:
             times[name] = statistics.median((long - short) / (2 * e) for short, long in values)
         else:
             times[name] = statistics.median(values)
-    base = ("bare", "bare+test", "bare+train+test")
-    print(f"{'loop':<16} {'s/epoch':>8} {'img/s':>7} " + " ".join(f"{'x ' + b:>17}" for b in base))
+    bases = ("bare", "bare+test", "bare+train+test")
+    print(f"{'loop':<16} {'s/epoch':>8} {'img/s':>7} " + " ".join(f"{'x ' + b:>17}" for b in bases))
     for name, t in times.items():
-        ratios = " ".join(f"{t / times[b]:>17.2f}" for b in base)
+        ratios = " ".join(f"{t / times[b]:>17.2f}" for b in bases)
         print(f"{name:<16} {t:>8.3f} {n / t:>7.0f} {ratios}")
+    noise = (
+        f"label noise {cfg.noise.rate:g} (memorization / dilation)"
+        if cfg.noise.rate
+        else "no label noise"
+    )
+    test_nc = ", NC of the test set too" if cfg.track.test_metrics else ""
     print(
         "(medians of the rounds; nclab rows: per-epoch slope between runs of E and 3E epochs, "
-        "start-up excluded; "
-        "NC rows: 2 layers, label noise metrics, train and test accuracy every epoch)"
+        f"start-up excluded; NC rows: NC of {LAYERS[args.preset]} every epoch{test_nc}, "
+        f"{noise}, train and test accuracy)"
     )
     inside = max(e, 8)
     print(
@@ -258,7 +347,7 @@ def main() -> None:
         f"{'epoch / training':>17} {'same, no test pass':>19}"
     )
     for source in ("train", "eval"):
-        p = phases(args.preset, inside, source)
+        p = phases(args.preset, base, inside, source)
         print(
             f"{source:<8} {p['epoch_ms']:>9.1f} {p['measure_ms']:>11.1f} {p['test_ms']:>13.1f} "
             f"{p['ratio']:>17.3f} {p['ratio_without_test']:>19.3f}"
