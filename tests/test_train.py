@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import errno
 import math
+import os
 import pickle
 import signal
 import subprocess
@@ -109,6 +111,43 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path: Path) -> Non
     assert (tmp_path / "killed" / "metrics.csv").read_text() == (
         tmp_path / "ref" / "metrics.csv"
     ).read_text()
+    ref_state, state = reference.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(ref_state[k], state[k]) for k in ref_state)
+
+
+@pytest.mark.parametrize(("fail_at", "epochs_in_table"), [(6, 2), (7, 3)])
+def test_a_full_disk_keeps_the_last_checkpoint_and_table_and_the_run_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail_at: int, epochs_in_table: int
+) -> None:
+    # Every file is written atomically, flushed with fsync: call 1 is config.yaml, then per
+    # epoch metrics.csv and checkpoint.pt. The disk fills at call 6 (the table of epoch 3) or 7
+    # (the checkpoint of epoch 3): the files of epoch 2 stay whole, and --resume ends with the
+    # uninterrupted run's table and weights.
+    overrides = ("optim.epochs=5", "optim.step_size=100", "run.checkpoint_seconds=0")
+    reference = train(smoke(*overrides), tmp_path / "ref")
+    calls = 0
+    fsync = os.fsync
+
+    def filling_disk(fd: int) -> None:
+        nonlocal calls
+        calls += 1
+        if calls >= fail_at:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        fsync(fd)
+
+    run = tmp_path / "full"
+    monkeypatch.setattr(os, "fsync", filling_disk)
+    with pytest.raises(OSError, match="No space left"):
+        train(smoke(*overrides), run)
+    monkeypatch.setattr(os, "fsync", fsync)
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.yaml", "metrics.csv"]
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 2
+    ref_lines = (tmp_path / "ref" / "metrics.csv").read_text().splitlines(keepends=True)
+    rows_per_epoch = (len(ref_lines) - 1) // 5
+    table = (run / "metrics.csv").read_text()
+    assert table == "".join(ref_lines[: 1 + rows_per_epoch * epochs_in_table])
+    resumed = train(smoke(*overrides), run, resume=True)
+    assert (run / "metrics.csv").read_text() == "".join(ref_lines)
     ref_state, state = reference.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(ref_state[k], state[k]) for k in ref_state)
 
