@@ -259,16 +259,25 @@ class _Accumulator:
     batches of 128 took 3x the time of one batch. So a batch of fewer than half a stage
     (:func:`stage_rows`) is copied into a per-accumulator buffer, in its own dtype, and the
     buffer is processed as one batch when full, and before ``compute``, ``merge`` and
-    ``all_reduce``; larger batches are processed at once. The sums are the same up to the order
-    of the floating-point additions.
+    ``all_reduce``; larger batches are processed at once. The buffer grows with what it holds,
+    up to a stage. The sums are the same up to the order of the floating-point additions.
+    ``stage=False`` processes every batch at once (for data given whole, as :func:`measure`
+    does: staging one batch would only copy it).
     """
 
-    def __init__(self, num_classes: int, dim: int | None, device: torch.device | str | None):
+    def __init__(
+        self,
+        num_classes: int,
+        dim: int | None,
+        device: torch.device | str | None,
+        stage: bool = True,
+    ):
         self.num_classes = check_num_classes(num_classes)
         if dim is not None and (not isinstance(dim, int) or dim < 1):
             raise ValueError(f"dim: expected a positive integer, got {dim!r}")
         self.dim = dim
         self.device = torch.device(device) if device is not None else None
+        self._staging = stage
         self._stage: torch.Tensor | None = None
         self._stage_labels: torch.Tensor | None = None
         self._staged = 0
@@ -281,7 +290,7 @@ class _Accumulator:
     def _add(self, h: torch.Tensor, *rows: torch.Tensor) -> None:
         """:meth:`_process` the batch now, or stage it when it is small (see the class doc)."""
         m, capacity = h.shape[0], stage_rows(h.shape[1], h.device)
-        if 2 * m >= capacity:
+        if not self._staging or 2 * m >= capacity:
             self._flush()
             self._process(h, *rows)
             return
@@ -290,10 +299,15 @@ class _Accumulator:
             self._staged + m > capacity or stage is None or stage.dtype != h.dtype
         ):
             self._flush()
-        if stage is None or labels is None or stage.dtype != h.dtype:
-            stage = self._stage = h.new_empty(capacity, h.shape[1])
-            labels = self._stage_labels = rows[0].new_empty(len(rows), capacity)
         lo, hi = self._staged, self._staged + m
+        if stage is None or labels is None or stage.dtype != h.dtype or stage.shape[0] < hi:
+            size = min(capacity, 2 * hi)
+            grown, grown_labels = h.new_empty(size, h.shape[1]), rows[0].new_empty(len(rows), size)
+            if lo:  # same dtype: a change of dtype flushed the stage above
+                assert stage is not None and labels is not None
+                grown[:lo] = stage[:lo]
+                grown_labels[:, :lo] = labels[:, :lo]
+            stage, labels = self._stage, self._stage_labels = grown, grown_labels
         stage[lo:hi] = h
         for j, r in enumerate(rows):
             labels[j, lo:hi] = r
@@ -342,12 +356,19 @@ class ClassMeans(_Accumulator):
     dim : feature dimension d; inferred from the first batch when omitted (needed up front only
         by a process that may see no batch before ``all_reduce``).
     device : where the state lives; default the device of the first batch.
+    stage : gather small batches before processing them (see :class:`_Accumulator`); False for
+        data given whole.
     """
 
     def __init__(
-        self, num_classes: int, dim: int | None = None, device: torch.device | str | None = None
+        self,
+        num_classes: int,
+        dim: int | None = None,
+        device: torch.device | str | None = None,
+        *,
+        stage: bool = True,
     ) -> None:
-        super().__init__(num_classes, dim, device)
+        super().__init__(num_classes, dim, device, stage)
         self._counts: torch.Tensor | None = None
         self._sums: torch.Tensor | None = None
         if dim is not None:
@@ -511,10 +532,14 @@ class CollapseAccumulator(_PassTwo):
     stats : the :class:`ClassStatistics` from pass 1 (identical on every process).
     weight : classifier W, (K, d), optional; enables the NC2-weights, NC3 and NC4 metrics.
     bias : classifier bias b, (K,), optional (zero when omitted).
+    stage : gather small batches before processing them (see :class:`_Accumulator`); False for
+        data given whole.
     """
 
-    def __init__(self, stats: ClassStatistics, weight: Any = None, bias: Any = None) -> None:
-        super().__init__(stats.num_total_classes, stats.dim, stats.means.device)
+    def __init__(
+        self, stats: ClassStatistics, weight: Any = None, bias: Any = None, *, stage: bool = True
+    ) -> None:
+        super().__init__(stats.num_total_classes, stats.dim, stats.means.device, stage)
         if bias is not None and weight is None:
             raise ValueError("bias: given without weight; pass the classifier weight too")
         self.stats = self._pass1 = stats

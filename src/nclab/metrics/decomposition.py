@@ -94,7 +94,7 @@ def mse_decomposition(
     h = as_features(features)
     y = as_labels(labels, h.shape[0], h.device)
     k = int(y.max()) + 1 if num_classes is None else num_classes
-    means_acc = ClassMeans(k)
+    means_acc = ClassMeans(k, stage=False)
     means_acc.update(h, y)
     stats = means_acc.compute(MetricOptions(global_mean="class"))
     dev, d = stats.means.device, stats.dim

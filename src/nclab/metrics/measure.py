@@ -52,9 +52,9 @@ def measure(
             raise ValueError("labels: empty; at least 2 classes with samples are needed")
         num_classes = int(y.max()) + 1
     k = check_num_classes(num_classes)
-    means = ClassMeans(k)
+    means = ClassMeans(k, stage=False)
     means.update(h, y)
-    acc = CollapseAccumulator(means.compute(opts), weight, bias)
+    acc = CollapseAccumulator(means.compute(opts), weight, bias, stage=False)
     acc.update(h, y)
     return acc.compute()
 

@@ -103,14 +103,19 @@ class NoisyClassMeans:
     Parameters
     ----------
     num_classes : K (labels are 0..K-1).
-    dim, device : as for :class:`~nclab.metrics.accumulators.ClassMeans`.
+    dim, device, stage : as for :class:`~nclab.metrics.accumulators.ClassMeans`.
     """
 
     def __init__(
-        self, num_classes: int, dim: int | None = None, device: torch.device | str | None = None
+        self,
+        num_classes: int,
+        dim: int | None = None,
+        device: torch.device | str | None = None,
+        *,
+        stage: bool = True,
     ) -> None:
         self.num_classes = check_num_classes(num_classes)
-        self._split = ClassMeans(2 * self.num_classes, dim, device)
+        self._split = ClassMeans(2 * self.num_classes, dim, device, stage=stage)
 
     def update(self, features: Any, observed: Any, true: Any) -> None:
         """Add a batch: features (N, d), observed labels ỹ and true labels y (N,)."""
@@ -164,15 +169,18 @@ class NoiseAccumulator(_PassTwo):
 
     Parameters
     ----------
-    clean : the :class:`ClassStatistics` of the clean samples (pass 1: ``ClassMeans.update(h,
-        observed, mask=observed == true)``, then ``compute(MetricOptions(drop_empty_classes=True))``
-        so that a class without clean samples is reported here by name).
+    clean : the :class:`ClassStatistics` of the clean samples (pass 1: the second result of
+        :meth:`NoisyClassMeans.compute`, or ``ClassMeans.update(h, observed, mask=observed ==
+        true)`` then ``compute(MetricOptions(drop_empty_classes=True))``, so that a class
+        without clean samples is reported here by name).
+    stage : gather small batches before processing them (see
+        :class:`~nclab.metrics.accumulators._Accumulator`); False for data given whole.
     """
 
     _pass1_name = "clean"
 
-    def __init__(self, clean: ClassStatistics) -> None:
-        super().__init__(clean.num_total_classes, clean.dim, clean.means.device)
+    def __init__(self, clean: ClassStatistics, *, stage: bool = True) -> None:
+        super().__init__(clean.num_total_classes, clean.dim, clean.means.device, stage)
         if clean.num_classes != clean.num_total_classes:
             missing = sorted(set(range(clean.num_total_classes)) - set(clean.classes.tolist()))
             raise ValueError(f"labels: class(es) {missing} have no clean sample")
@@ -304,8 +312,8 @@ def measure_noise(
     if num_classes is None:
         num_classes = int(torch.maximum(obs.max(), tru.max())) + 1 if obs.numel() else 0
     k = check_num_classes(num_classes)
-    means = NoisyClassMeans(k)
+    means = NoisyClassMeans(k, stage=False)
     means.update(h, obs, tru)
-    acc = NoiseAccumulator(means.compute()[1])
+    acc = NoiseAccumulator(means.compute()[1], stage=False)
     acc.update(h, obs, tru)
     return acc.compute()

@@ -227,12 +227,17 @@ def measure_batches(
     noise: bool,
     layers: list[str],
     world: int = 1,
+    stage: bool = True,
 ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """Loss and accuracies (observed and true labels), and per layer the NC report (and
     memorization / dilation when ``noise``), from two passes over ``batches()``; the sums are
-    all-reduced over ``world`` processes, so every process gets the numbers of one process."""
+    all-reduced over ``world`` processes, so every process gets the numbers of one process.
+    ``stage=False`` when ``batches()`` is one batch of the whole split (nothing to gather)."""
     opts = MetricOptions()
-    means = {name: NoisyClassMeans(k) if noise else ClassMeans(k) for name in layers}
+    means = {
+        name: NoisyClassMeans(k, stage=stage) if noise else ClassMeans(k, stage=stage)
+        for name in layers
+    }
     device = next(model.parameters()).device
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     counts = torch.zeros(3, dtype=torch.int64, device=device)  # samples, hits observed, true
@@ -257,10 +262,10 @@ def measure_batches(
         weight = (fc.weight, fc.bias) if name == "penultimate" else (None, None)
         if isinstance(acc, NoisyClassMeans):
             stats, clean_stats = acc.compute(opts)
-            noisy[name] = NoiseAccumulator(clean_stats)
+            noisy[name] = NoiseAccumulator(clean_stats, stage=stage)
         else:
             stats = acc.compute(opts)
-        centred[name] = CollapseAccumulator(stats, *weight)
+        centred[name] = CollapseAccumulator(stats, *weight, stage=stage)
     if layers:
         for feats, _, y_obs, y_true in batches():
             for name in layers:
@@ -327,7 +332,7 @@ def evaluate(
     for batch in forward():
         store.add(*batch)
     whole = store.batch()
-    return measure_batches(lambda: [whole], model, loss, k, noise, layers, world)
+    return measure_batches(lambda: [whole], model, loss, k, noise, layers, world, stage=False)
 
 
 class _EpochStore:
@@ -639,7 +644,9 @@ def _evaluate_epoch(
     train_store, test_store = stores
     if from_training:  # track.source == "train": the features of this epoch's training passes
         seen = train_store.batch()
-        summary, reports = measure_batches(lambda: [seen], model, loss, k, noise, layers, world)
+        summary, reports = measure_batches(
+            lambda: [seen], model, loss, k, noise, layers, world, stage=False
+        )
     else:
         summary, reports = evaluate(
             model, train_data, cfg, loss, k, noise, layers, rank, world, train_store
