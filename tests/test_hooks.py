@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from nclab.metrics import collect, measure
+from nclab.metrics.hooks import capture
 
 
 def make_mlp(k: int = 4) -> nn.Sequential:
@@ -76,3 +77,40 @@ def test_collect_errors_name_the_argument() -> None:
         collect(model, loader, "3")
     with pytest.raises(ValueError, match="num_classes: required"):
         collect(nn.Sequential(nn.ReLU()), loader, ["0"], classifier=None)
+
+
+class _Residual(nn.Module):
+    """A block that adds its input to its BatchNorm's output in place, as torchvision's ResNet
+    blocks do (``out += identity``), then an in-place ReLU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(5, 5)
+        self.bn = nn.BatchNorm1d(5)
+        self.relu = nn.ReLU(inplace=True)
+        self.fc = nn.Linear(5, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn(self.lin(x))
+        out += x
+        return self.fc(self.relu(out))
+
+
+def test_outputs_modified_in_place_later_are_measured_as_the_module_returned_them() -> None:
+    torch.manual_seed(0)
+    model = _Residual().double().eval()
+    loader = make_loader()
+    x = torch.cat([b[0] for b in loader])
+    y = torch.cat([b[1] for b in loader])
+    with torch.no_grad():
+        bn_out = model.bn(model.lin(x))
+    report = collect(model, loader, ["bn"], classifier=None, num_classes=4)
+    assert_close_reports(report["bn"].as_dict(), measure(bn_out, y).as_dict())
+    # Without a copy the hooked tensor is the one `out += x` changes: reading it is an error.
+    with torch.no_grad(), capture(model, ["bn"]) as captured:
+        model(x)
+        with pytest.raises(RuntimeError, match="output of module 'bn' was modified in place"):
+            captured["bn"]
+    with torch.no_grad(), capture(model, ["lin"]) as captured:
+        model(x)
+        assert torch.equal(captured["lin"], model.lin(x))  # untouched outputs read fine

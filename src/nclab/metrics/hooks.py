@@ -9,7 +9,7 @@ convolutional layers are flattened per sample.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -20,7 +20,7 @@ from nclab.metrics.accumulators import ClassMeans, CollapseAccumulator
 from nclab.metrics.options import MetricOptions
 from nclab.metrics.report import CollapseReport
 
-__all__ = ["capture", "collect", "find_classifier", "resolve_layers"]
+__all__ = ["Captured", "capture", "collect", "find_classifier", "resolve_layers"]
 
 
 def find_classifier(model: nn.Module) -> tuple[str, nn.Linear] | None:
@@ -60,14 +60,54 @@ def _resolve_classifier(model: nn.Module, classifier: str | None) -> nn.Linear |
     return module
 
 
+class Captured(Mapping[str, torch.Tensor]):
+    """The latest output of each hooked module, detached and flattened to (batch, features).
+
+    Reading an output checks that nothing modified it in place after its module returned it (a
+    later ``out += identity`` or ``ReLU(inplace=True)`` in the forward pass would otherwise
+    turn it silently into another layer's output): the check compares the tensor's version
+    counter with the one it had in the hook, and raises naming the module.
+    """
+
+    def __init__(self) -> None:
+        self._outputs: dict[str, tuple[torch.Tensor, int | None]] = {}
+
+    def _set(self, name: str, output: torch.Tensor, copy: bool) -> None:
+        flat = output.detach().flatten(1)
+        if copy:
+            self._outputs[name] = (flat.clone(), None)
+        else:
+            self._outputs[name] = (flat, None if flat.is_inference() else flat._version)
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        tensor, version = self._outputs[name]
+        if version is not None and tensor._version != version:
+            raise RuntimeError(
+                f"layers: the output of module {name!r} was modified in place later in the "
+                "forward pass (e.g. by `out += identity` or ReLU(inplace=True)), so it is no "
+                "longer that module's output; capture with copy=True, or track a module whose "
+                "output is left alone"
+            )
+        return tensor
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._outputs)
+
+    def __len__(self) -> int:
+        return len(self._outputs)
+
+
 @contextmanager
-def capture(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
+def capture(model: nn.Module, layers: Sequence[str], *, copy: bool = False) -> Iterator[Captured]:
     """Within the block, ``captured[name]`` is the latest output of each named module, detached
     and flattened to (batch, features); the hooks are removed on exit. A module called several
     times in one forward pass (a shared activation module, say) keeps its last call's output:
-    track a module that is called once."""
+    track a module that is called once. With ``copy`` the hook stores a copy of the output (safe
+    when later operations modify it in place); without, reading an output that was modified in
+    place raises (see :class:`Captured`; outputs of tensors made under ``torch.inference_mode``
+    have no version counter and are not checked)."""
     named = resolve_layers(model, layers)
-    captured: dict[str, torch.Tensor] = {}
+    captured = Captured()
 
     def hook_for(name: str) -> Any:
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
@@ -75,7 +115,7 @@ def capture(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[str, torch
                 raise TypeError(
                     f"layers: module {name!r} returns {type(output).__name__}, not a tensor"
                 )
-            captured[name] = output.detach().flatten(1)
+            captured._set(name, output, copy)
 
         return hook
 
@@ -111,7 +151,9 @@ def collect(
     ----------
     model : the network; it is put in eval mode for the measurement and restored afterwards.
     loader : re-iterable of ``(inputs, labels, ...)`` batches (read twice; every batch counts).
-    layers : module names (as in ``model.named_modules()``); each output is flattened to (B, d).
+    layers : module names (as in ``model.named_modules()``); each output is flattened to (B, d)
+        and copied in its hook, so that a later in-place operation of the network (a residual
+        ``out += identity``, ``ReLU(inplace=True)``) cannot change it.
     num_classes : K; default the classifier's ``out_features``.
     classifier : name of the ``nn.Linear`` classifier, ``"auto"`` (the last ``nn.Linear``; the
         default) or None. Its W, b are used for the weight/NC3/NC4 metrics of the *last* layer in
@@ -139,7 +181,7 @@ def collect(
         device = param.device if param is not None else torch.device("cpu")
     dev = torch.device(device)
 
-    def run(accumulators: dict[str, Any], captured: dict[str, torch.Tensor]) -> None:
+    def run(accumulators: dict[str, Any], captured: Mapping[str, torch.Tensor]) -> None:
         for inputs, labels in _batches(loader, dev):
             model(inputs)
             for name, acc in accumulators.items():
@@ -151,7 +193,7 @@ def collect(
     was_training = model.training
     try:
         model.eval()
-        with torch.no_grad(), capture(model, list(named)) as captured:
+        with torch.no_grad(), capture(model, list(named), copy=True) as captured:
             means = {name: ClassMeans(num_classes) for name in named}
             run(means, captured)
             last = list(named)[-1]

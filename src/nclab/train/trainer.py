@@ -20,7 +20,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -350,7 +350,7 @@ class _EpochStore:
 
     def add(
         self,
-        feats: dict[str, torch.Tensor],
+        feats: Mapping[str, torch.Tensor],
         logits: torch.Tensor,
         observed: torch.Tensor,
         true: torch.Tensor,
