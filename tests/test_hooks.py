@@ -114,3 +114,15 @@ def test_outputs_modified_in_place_later_are_measured_as_the_module_returned_the
     with torch.no_grad(), capture(model, ["lin"]) as captured:
         model(x)
         assert torch.equal(captured["lin"], model.lin(x))  # untouched outputs read fine
+
+
+def test_a_module_that_runs_twice_in_one_forward_pass_is_an_error() -> None:
+    # torchvision's BasicBlock calls its one ReLU module twice; hooking it would measure only
+    # the second call's output.
+    torch.manual_seed(0)
+    relu = nn.ReLU()
+    model = nn.Sequential(nn.Linear(5, 8), relu, nn.Linear(8, 8), relu, nn.Linear(8, 4)).double()
+    with pytest.raises(RuntimeError, match=r"module '1' ran 2 times in one forward pass"):
+        collect(model, make_loader(), ["1"])
+    reports = collect(model, make_loader(), ["2"])  # a module that runs once is fine
+    assert reports["2"].num_samples == 97

@@ -71,8 +71,17 @@ class Captured(Mapping[str, torch.Tensor]):
 
     def __init__(self) -> None:
         self._outputs: dict[str, tuple[torch.Tensor, int | None]] = {}
+        self._calls: dict[str, int] | None = None
+
+    def new_pass(self) -> None:
+        """Mark the start of a forward pass: reading an output of a module that has run more
+        than once since then raises (a shared module, such as the ReLU that torchvision's
+        ResNet blocks call twice, keeps only its last output)."""
+        self._calls = {}
 
     def _set(self, name: str, output: torch.Tensor, copy: bool) -> None:
+        if self._calls is not None:
+            self._calls[name] = self._calls.get(name, 0) + 1
         flat = output.detach().flatten(1)
         if copy:
             self._outputs[name] = (flat.clone(), None)
@@ -80,6 +89,13 @@ class Captured(Mapping[str, torch.Tensor]):
             self._outputs[name] = (flat, None if flat.is_inference() else flat._version)
 
     def __getitem__(self, name: str) -> torch.Tensor:
+        calls = self._calls.get(name, 0) if self._calls is not None else 1
+        if calls > 1:
+            raise RuntimeError(
+                f"layers: module {name!r} ran {calls} times in one forward pass (a module "
+                "shared within the network); only its last output would be measured: track a "
+                "module that runs once"
+            )
         tensor, version = self._outputs[name]
         if version is not None and tensor._version != version:
             raise RuntimeError(
@@ -181,8 +197,9 @@ def collect(
         device = param.device if param is not None else torch.device("cpu")
     dev = torch.device(device)
 
-    def run(accumulators: dict[str, Any], captured: Mapping[str, torch.Tensor]) -> None:
+    def run(accumulators: dict[str, Any], captured: Captured) -> None:
         for inputs, labels in _batches(loader, dev):
+            captured.new_pass()
             model(inputs)
             for name, acc in accumulators.items():
                 acc.update(captured[name], labels)

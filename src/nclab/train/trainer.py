@@ -39,7 +39,7 @@ from nclab.metrics import (
     NoiseAccumulator,
     NoisyClassMeans,
 )
-from nclab.metrics.hooks import capture
+from nclab.metrics.hooks import Captured, capture
 from nclab.metrics.noise import NOISE_METRICS
 from nclab.metrics.report import METRICS
 from nclab.train.config import TrainConfig
@@ -320,6 +320,7 @@ def evaluate(
     def forward() -> Iterator[Batch]:
         with torch.no_grad(), capture(model, layers) if layers else _no_hooks() as captured:
             for lo, hi in itertools.pairwise(bounds):
+                captured.new_pass()
                 logits = model(x[lo:hi]).float()
                 yield dict(captured), logits, y_obs[lo:hi], y_true[lo:hi]
 
@@ -382,8 +383,8 @@ class _EpochStore:
 
 
 @contextlib.contextmanager
-def _no_hooks() -> Iterator[dict[str, torch.Tensor]]:
-    yield {}
+def _no_hooks() -> Iterator[Captured]:
+    yield Captured()
 
 
 class _MetricsFile:
@@ -548,6 +549,7 @@ def train(
                 yb = train_data.observed[idx[mine]]
                 if channels_last:
                     xb = xb.contiguous(memory_format=torch.channels_last)
+                captured.new_pass()
                 with autocast:
                     logits = step_model(xb)
                 per_sample = loss.per_sample(logits.float(), yb)
