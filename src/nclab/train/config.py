@@ -112,7 +112,9 @@ class TrackConfig:
     the evaluation pass in memory (N·d per layer) instead of a second forward pass.
     source: ``eval`` (default; the features of an evaluation pass after the epoch, model in eval
     mode, as in Papyan et al.) or ``train`` (the features the training forward passes computed
-    during the epoch, in train mode while the weights moved: no extra forward pass)."""
+    during the epoch, in train mode while the weights moved, of the augmented images when
+    ``data.augment`` is on, and in bfloat16 under ``run.bf16``: no extra forward pass; the train
+    accuracies and loss are then those of the training passes too)."""
 
     layers: list[str] = field(default_factory=lambda: ["penultimate"])
     eval_every: int = 1
