@@ -61,10 +61,8 @@ from nclab.train.trainer import (
     evaluate,
     prepare_data,
     random_crop_flip,
+    resolve_device,
     train,
-)
-from nclab.train.trainer import (
-    _device as resolve_device,
 )
 
 LAYERS = {

@@ -86,7 +86,9 @@ class TrainResult:
     stopped_early: str | None = None
 
 
-def _device(name: str) -> torch.device:
+def resolve_device(name: str) -> torch.device:
+    """The device of ``run.device``: ``auto`` is CUDA when available, else the CPU; under
+    ``torchrun`` each process's CUDA device is its ``LOCAL_RANK``."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
@@ -462,7 +464,7 @@ def train(
     """Run the training described by ``cfg`` into ``out_dir`` (see the module docstring);
     ``download`` allows a verified download of a dataset that is not on this machine."""
     out = Path(out_dir)
-    device = _device(cfg.run.device)
+    device = resolve_device(cfg.run.device)
     rank, world = _distributed(device)
     state = _check_run_dir(out, cfg, resume)
     _barrier(world)  # every process has read the directory before rank 0 writes to it
