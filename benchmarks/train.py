@@ -43,7 +43,7 @@ import pickle
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,6 @@ from nclab.train.trainer import (
     Split,
     batch_starts,
     eval_batch_size,
-    evaluate,
     prepare_data,
     random_crop_flip,
     resolve_device,
@@ -73,16 +72,14 @@ LAYERS = {
 
 
 def synthetic_cifar10(root: Path, per_class: int) -> None:
-    """Random uint8 images with balanced labels in CIFAR-10's python format under ``root``
-    (``per_class`` images of each class per training batch file, a fifth as many for the test
-    file: 50,000 + 10,000 images at ``per_class=1000``)."""
+    """Random uint8 images with balanced labels in CIFAR-10's python format under ``root``:
+    ``per_class`` images of each class in each of the five training files and in the test file
+    (50,000 + 10,000 images at ``per_class=1000``, as CIFAR-10)."""
     folder = root / "cifar10" / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     gen = torch.Generator().manual_seed(0)
-    for name, n in [(f"data_batch_{i}", per_class) for i in range(1, 6)] + [
-        ("test_batch", per_class)
-    ]:
-        labels = torch.arange(10).repeat(n)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        labels = torch.arange(10).repeat(per_class)
         images = torch.randint(0, 256, (len(labels), 3072), generator=gen, dtype=torch.uint8)
         batch = {b"data": images.numpy(), b"labels": labels.tolist()}
         (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
@@ -182,8 +179,15 @@ def trainer(
 
 
 @contextlib.contextmanager
-def _timing(obj: Any, attr: str, log: list[tuple[str, float, float]], label: str) -> Iterator[None]:
-    """Within the block, every call of ``obj.attr`` appends (label, start, end) to ``log``."""
+def _timing(
+    obj: Any,
+    attr: str,
+    log: list[tuple[str, float, float]],
+    label: str,
+    when: Callable[..., bool] = lambda *args: True,
+) -> Iterator[None]:
+    """Within the block, every call of ``obj.attr`` whose arguments satisfy ``when`` appends
+    (label, start, end) to ``log``."""
     original = getattr(obj, attr)
 
     def timed(*args: Any, **kwargs: Any) -> Any:
@@ -191,7 +195,8 @@ def _timing(obj: Any, attr: str, log: list[tuple[str, float, float]], label: str
         try:
             return original(*args, **kwargs)
         finally:
-            log.append((label, start, time.perf_counter()))
+            if when(*args):
+                log.append((label, start, time.perf_counter()))
 
     setattr(obj, attr, timed)
     try:
@@ -210,13 +215,12 @@ def _union(intervals: list[tuple[float, float]]) -> float:
     return total
 
 
-def phases(name: str, base: list[str], epochs: int, source: str) -> dict[str, float]:
+def phases(name: str, base: list[str], epochs: int, source: str, n_test: int) -> dict[str, float]:
     """Median over the epochs of one trainer run (NC every epoch) of the milliseconds spent in
     the epoch, in the measurement (every evaluation, the copies of the tracked features and the
-    metrics file) and in the test pass, and of the ratio epoch / (epoch - measurement): the
-    trainer's epoch over its own training passes, free of the drift between runs."""
-    probe = apply_overrides(preset(name), list(base))
-    n_test = len(prepare_data(probe, torch.device("cpu"))[1].observed)
+    metrics file) and in the test pass (the evaluation of the split of ``n_test`` images), and
+    of the ratio epoch / (epoch - measurement): the trainer's epoch over its own training
+    passes, free of the drift between runs."""
     log: list[tuple[str, float, float]] = []
     cfg = apply_overrides(
         preset(name),
@@ -230,20 +234,15 @@ def phases(name: str, base: list[str], epochs: int, source: str) -> dict[str, fl
         ],
     )
 
-    def test_only(*args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        result = evaluate(*args, **kwargs)
-        if len(args[1].observed) == n_test:
-            log.append(("test", start, time.perf_counter()))
-        return result
+    def on_test(_model: Any, data: Split, *args: Any) -> bool:
+        return len(data.observed) == n_test
 
     with contextlib.ExitStack() as stack:
         stack.enter_context(_timing(trainer_module, "checkpoint_due", log, "end"))
         stack.enter_context(_timing(trainer_module, "_evaluate_epoch", log, "measure"))
         stack.enter_context(_timing(trainer_module._EpochStore, "add", log, "measure"))
         stack.enter_context(_timing(trainer_module._MetricsFile, "add", log, "measure"))
-        trainer_module.evaluate = test_only  # type: ignore[assignment]
-        stack.callback(setattr, trainer_module, "evaluate", evaluate)
+        stack.enter_context(_timing(trainer_module, "evaluate", log, "test", on_test))
         with tempfile.TemporaryDirectory() as tmp:
             train(cfg, Path(tmp) / "run")
     ends = [end for label, _, end in log if label == "end"]
@@ -295,7 +294,8 @@ def run_benchmark(args: argparse.Namespace, base: list[str]) -> None:
     cfg = apply_overrides(preset(args.preset), list(base))
     e = args.epochs
     device = resolve_device(cfg.run.device)
-    n = len(prepare_data(cfg, torch.device("cpu"))[0].observed)
+    train_split, test_split, _, _ = prepare_data(cfg, torch.device("cpu"))
+    n, n_test = len(train_split.observed), len(test_split.observed)
     r = cfg.run
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {device}; {args.preset}, "
@@ -345,7 +345,7 @@ def run_benchmark(args: argparse.Namespace, base: list[str]) -> None:
         f"{'epoch / training':>17} {'same, no test pass':>19}"
     )
     for source in ("train", "eval"):
-        p = phases(args.preset, base, inside, source)
+        p = phases(args.preset, base, inside, source, n_test)
         print(
             f"{source:<8} {p['epoch_ms']:>9.1f} {p['measure_ms']:>11.1f} {p['test_ms']:>13.1f} "
             f"{p['ratio']:>17.3f} {p['ratio_without_test']:>19.3f}"

@@ -121,7 +121,7 @@ class NoisyClassMeans:
         """Add a batch: features (N, d), observed labels ỹ and true labels y (N,)."""
         h = as_features(features)
         obs = as_labels(observed, h.shape[0], h.device, name="observed")
-        tru = as_labels(true, h.shape[0], h.device, name="true").to(obs.device)
+        tru = as_labels(true, h.shape[0], h.device, name="true")
         k = self.num_classes
         valid = (obs >= 0) & (obs < k) & (tru >= 0) & (tru < k)
         rows = torch.where(obs == tru, obs, obs + k)
