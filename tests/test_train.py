@@ -22,8 +22,8 @@ from nclab.losses import make_loss
 from nclab.train.config import TrainConfig, apply_overrides
 from nclab.train.nets import build_network
 from nclab.train.presets import preset
+from nclab.train.table import COLUMNS, read_metrics
 from nclab.train.trainer import (
-    COLUMNS,
     RunDirectoryError,
     batch_starts,
     checkpoint_due,
@@ -33,27 +33,33 @@ from nclab.train.trainer import (
 )
 
 
-def read_rows(path: Path) -> list[dict[str, str]]:
-    with path.open() as handle:
-        return list(csv.DictReader(handle))
-
-
 def smoke(*overrides: str) -> TrainConfig:
     return apply_overrides(preset("smoke"), list(overrides))
 
 
 def test_smoke_run_writes_a_sane_metrics_table(tmp_path: Path) -> None:
     result = train(smoke(), tmp_path / "run")
-    rows = read_rows(tmp_path / "run" / "metrics.csv")
-    assert list(rows[0]) == COLUMNS
-    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    with (tmp_path / "run" / "metrics.csv").open() as handle:
+        assert next(csv.reader(handle)) == COLUMNS
+    rows = read_metrics(tmp_path / "run")
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
     for r in rows:
-        assert 0.0 <= float(r["acc_observed"]) <= 1.0 and 0.0 <= float(r["test_acc"]) <= 1.0
-        assert float(r["nc1"]) >= 0 and math.isfinite(float(r["nc1"]))
-        assert float(r["nc3_duality"]) >= 0  # the classifier metrics of the penultimate layer
+        assert 0.0 <= r["acc_observed"] <= 1.0 and 0.0 <= r["test_acc"] <= 1.0
+        assert r["nc1"] >= 0 and math.isfinite(r["nc1"])
+        assert r["nc3_duality"] >= 0  # the classifier metrics of the penultimate layer
         # 20% symmetric noise over 4 classes: the realized flip rate is near 0.2 · 3/4.
-        assert abs(float(r["noise_rate"]) - 0.15) < 0.08
-        assert float(r["memorization"]) > 0 and float(r["clean_nc1"]) >= 0
+        assert abs(r["noise_rate"] - 0.15) < 0.08
+        assert r["memorization"] > 0 and r["clean_nc1"] >= 0
+    # The table holds the run's numbers (to the 17 significant digits of repr).
+    for got, want in zip(rows, result.rows, strict=True):
+        assert (got["split"], got["layer"], got["epoch"]) == (
+            want["split"],
+            want["layer"],
+            want["epoch"],
+        )
+        for key in COLUMNS[3:]:
+            expected = want.get(key)
+            assert got[key] == expected or (expected is None and math.isnan(got[key])), key
     assert (tmp_path / "run" / "model.pt").exists() and result.stopped_early is None
     saved = TrainConfig.from_yaml((tmp_path / "run" / "config.yaml").read_text())
     assert saved.fingerprint() == smoke().fingerprint()

@@ -1,4 +1,5 @@
-"""The ``nclab`` command line: ``nclab demo``, ``nclab metrics FILE``, ``nclab solve MODEL``."""
+"""The ``nclab`` command line: ``nclab demo``, ``nclab metrics FILE``, ``nclab solve MODEL``,
+``nclab train``, ``nclab plot RUN``."""
 
 from __future__ import annotations
 
@@ -90,6 +91,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from nclab.train.figures import plot_run
+
+    path = plot_run(args.run, args.out, layers=args.layers)
+    print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nclab", description="Neural collapse toolkit.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -136,6 +145,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_solve_parser(sub)
     add_train_parser(sub)
+
+    plot = sub.add_parser(
+        "plot",
+        help="figure of a training run: accuracy, NC1-NC4, memorization and dilation by epoch",
+    )
+    plot.add_argument("run", help="run directory written by `nclab train` (holds metrics.csv)")
+    plot.add_argument("--out", default=None, help="PNG file to write (default RUN/metrics.png)")
+    plot.add_argument(
+        "--layers", nargs="+", default=None, help="tracked layers to draw (default: all)"
+    )
+    plot.set_defaults(func=_cmd_plot)
     return parser
 
 
