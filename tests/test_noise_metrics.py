@@ -107,7 +107,7 @@ def _direct(h: np.ndarray, obs: np.ndarray, true: np.ndarray, k: int) -> dict[st
     }
 
 
-@pytest.mark.parametrize("k,d", [(7, 3), (5, 12), (10, 40)])
+@pytest.mark.parametrize("k,d", [(7, 3), (5, 12), (10, 40), (150, 20)])
 def test_random_problems_match_the_definitions(k: int, d: int) -> None:
     rng = np.random.default_rng(k * d)
     n = 60 * k

@@ -52,10 +52,12 @@ class _Workspace:
     2^19 values, 4 MiB, cache sized; 2^24 on CUDA), written into these buffers: fresh
     allocations cost more than the arithmetic (on the CPU a fresh 4 MiB buffer is a fresh mapping
     whose every page faults on first touch, ~0.5 ms, ten times the conversion itself). Per-sample
-    values are gathered over runs of ``outer(d)`` rows before the small reductions, to keep the
-    count of small tensor operations per sample low. Buffers grow to the largest request and are
-    handed out as views valid until the next request of the same name; the memory stays a
-    bounded constant, whatever N is.
+    values are gathered over runs of ``outer(d, width)`` rows before the small reductions, to keep
+    the count of small tensor operations per sample low; a run holds at most ~2^20 per-sample
+    values (2^25 on CUDA), so that with many classes (``width`` ~ 3K values per sample) it
+    shortens instead of growing with K. Buffers grow to the largest request and are handed out
+    as views valid until the next request of the same name; the memory stays a bounded constant,
+    whatever N is.
     """
 
     def __init__(self, device: torch.device) -> None:
@@ -67,10 +69,13 @@ class _Workspace:
         """Rows per conversion chunk for features of dimension ``dim``."""
         return max(1, self.values // dim)
 
-    def outer(self, dim: int) -> int:
-        """Rows per run of per-sample reductions (a multiple of ``inner(dim)``)."""
+    def outer(self, dim: int, width: int) -> int:
+        """Rows per run of per-sample reductions that keep ``width`` values per sample: 2^14
+        rows (or one conversion chunk, when larger), fewer when the run would hold more than
+        2 ``values``; a multiple of ``inner(dim)`` when it is not shorter than one."""
         inner = self.inner(dim)
-        return inner * max(1, (1 << 14) // inner)
+        rows = min(max(1 << 14, inner), 2 * self.values // max(1, width))
+        return rows - rows % inner if rows >= inner else max(1, rows)
 
     def buffer(self, name: str, *shape: int) -> torch.Tensor:
         """A contiguous float64 view of ``shape`` on buffer ``name`` (contents undefined)."""
@@ -112,18 +117,25 @@ def chunk_rows(
 
 
 def centred_products(
-    work: _Workspace, h: torch.Tensor, rows: torch.Tensor, centres: torch.Tensor, rhs: torch.Tensor
+    work: _Workspace,
+    h: torch.Tensor,
+    rows: torch.Tensor,
+    centres: torch.Tensor,
+    rhs: torch.Tensor,
+    width: int,
 ) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
-    """For each run of at most ``work.outer(d)`` samples: its slice of the batch, the products
-    ``rhs @ (h_i - c_i)`` (columns, ``rhs.shape[0]`` x m) and the norms ‖h_i - c_i‖ (m,), with
-    c_i = ``centres[rows[i]]``.
+    """For each run of at most ``work.outer(d, ...)`` samples: its slice of the batch, the
+    products ``rhs @ (h_i - c_i)`` (columns, ``rhs.shape[0]`` x m) and the norms ‖h_i - c_i‖ (m,),
+    with c_i = ``centres[rows[i]]``; ``width``: the values per sample the caller computes from
+    them (the run is shortened so that everything stays a bounded size).
 
     Each chunk is converted to float64 and centred before the product, so that features close to
     their centre lose no digits to cancellation. The results live in ``work`` and are overwritten
     by the next run.
     """
     dim = h.shape[1]
-    inner, outer = work.inner(dim), work.outer(dim)
+    outer = work.outer(dim, rhs.shape[0] + width)
+    inner = min(work.inner(dim), outer)
     for first in range(0, h.shape[0], outer):
         h_out, y_out = h[first : first + outer], rows[first : first + outer]
         m = h_out.shape[0]
@@ -572,8 +584,6 @@ class CollapseAccumulator(_PassTwo):
             blocks.append(w_tilde[: k - 1])
             w_off = means @ w_tilde.T + (self.bias if self.bias is not None else 0.0)
             self._w_off = torch.cat([w_off, means.new_zeros(2, k)])
-            eye = torch.eye(k - 1, dtype=_F64, device=means.device)
-            self._w_mat = torch.cat([eye, -torch.ones_like(eye[:, :1])], dim=1)
         self._rhs = torch.cat(blocks).contiguous()
         self._means_ext = torch.cat([means, means.new_zeros(2, means.shape[1])])
         # Routed row (see ``_route``) -> column of the table: kept class, k invalid, k + 1 masked.
@@ -591,7 +601,8 @@ class CollapseAccumulator(_PassTwo):
     def _process(self, h: torch.Tensor, *rows: torch.Tensor) -> None:
         (y,) = rows
         p, r, work = self._p, self._r, workspace(h.device)
-        for part, z, norms in centred_products(work, h, y, self._means_ext, self._rhs):
+        k = self._ncc_mat.shape[1]
+        for part, z, norms in centred_products(work, h, y, self._means_ext, self._rhs, 3 * k + 6):
             y_out = y[part]
             stats = work.buffer("stats", 6, y_out.shape[0])
             torch.square(norms, out=stats[_WITHIN])
@@ -601,7 +612,10 @@ class CollapseAccumulator(_PassTwo):
             ncc_pred = ncc.argmax(1)
             stats[_NCC_OK].copy_(ncc_pred == y_out)
             if self.weight is not None:
-                logits = torch.addmm(self._w_off.index_select(0, y_out), z[p:].T, self._w_mat)
+                logits = self._w_off.index_select(0, y_out)
+                scores = z[p:].T  # (h - μ_y)·w̃_j for j < K - 1; w̃_K = -Σ_j w̃_j
+                logits[:, : k - 1] += scores
+                logits[:, k - 1] -= scores.sum(1)
                 pred = logits.argmax(1)
                 stats[_CLS_OK].copy_(pred == y_out)
                 stats[_MISMATCH].copy_(pred != ncc_pred)

@@ -195,7 +195,7 @@ class NoiseAccumulator(_PassTwo):
         self._rhs, to_means = between_basis(clean.svd, k)
         self._r = clean.rank
         # An extra zero row and column for an invalid label (reported at compute).
-        self._to_means = torch.cat([to_means, to_means.new_zeros(to_means.shape[0], 1)], dim=1)
+        self._to_means_t = torch.cat([to_means.T, to_means.new_zeros(1, to_means.shape[0])])
         self._means_ext = torch.cat([means, means.new_zeros(1, clean.dim)])
         # Distances from the centred means (no cancellation against a large global mean).
         centred = torch.cat([clean.centred_means, means.new_zeros(1, clean.dim)])
@@ -213,13 +213,15 @@ class NoiseAccumulator(_PassTwo):
     def _process(self, h: torch.Tensor, *rows: torch.Tensor) -> None:
         obs_rows, tru_rows = rows
         k, work = self.num_classes, workspace(h.device)
-        for part, z, dist in centred_products(work, h, tru_rows, self._means_ext, self._rhs):
+        width = 2 * self._rhs.shape[0] + 16
+        for part, z, dist in centred_products(work, h, tru_rows, self._means_ext, self._rhs, width):
             o, t = obs_rows[part], tru_rows[part]
             stats = work.buffer("stats", 8, o.shape[0])
             clean = o == t
             gap = self._gap[o, t]
-            dots = torch.mm(z.T, self._to_means)
-            proj = (dots.gather(1, t.unsqueeze(1)) - dots.gather(1, o.unsqueeze(1))).squeeze(1)
+            # c_i·(μ̃_t - μ̃_o) from the coordinates: O(p) per sample, not O(p K).
+            towards = self._to_means_t.index_select(0, t) - self._to_means_t.index_select(0, o)
+            proj = (z.T * towards).sum(1)
             proj = (proj + gap.square()) / gap
             stats[_CLEAN_N].copy_(clean)
             stats[_CLEAN_D].copy_(torch.where(clean, dist, 0.0))
