@@ -126,9 +126,15 @@ def test_bad_input_names_the_argument(noisy_run: Path, tmp_path: Path) -> None:
         read_metrics(table)
 
 
-def test_cli_plot(noisy_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_train_then_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "smoke", "--out", str(run), "optim.epochs=1"]) == 0
+    said = capsys.readouterr().out
+    (row,) = read_metrics(run)
+    assert f"test acc {row['test_acc']:.4g}, NC1 (penultimate) {row['nc1']:.4g}" in said
+    assert said.rstrip().endswith(f"figure: nclab plot {run}")
     out = tmp_path / "f.png"
-    assert main(["plot", str(noisy_run), "--out", str(out)]) == 0
+    assert main(["plot", str(run), "--out", str(out)]) == 0
     assert f"wrote {out}" in capsys.readouterr().out and out.read_bytes()[:8] == PNG_MAGIC
     assert main(["plot", str(tmp_path / "absent")]) == 2
     assert "nclab plot: error: run:" in capsys.readouterr().err

@@ -75,9 +75,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / name
     result = train(cfg, out, resume=args.resume, download=args.download)
     last = result.rows[-1] if result.rows else {}
+
+    def num(key: str) -> str:
+        value = last.get(key)
+        return "n/a" if value is None else f"{value:.4g}"
+
     print(
         f"wrote {out / 'metrics.csv'} ({len(result.rows)} rows); last epoch {last.get('epoch')}: "
-        f"train acc (observed labels) {last.get('acc_observed')}, test acc {last.get('test_acc')}, "
-        f"NC1 ({last.get('layer')}) {last.get('nc1')}"
+        f"train acc (observed labels) {num('acc_observed')}, test acc {num('test_acc')}, "
+        f"NC1 ({last.get('layer')}) {num('nc1')}; figure: nclab plot {out}"
     )
     return 1 if result.stopped_early else 0

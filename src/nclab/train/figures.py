@@ -49,11 +49,12 @@ def _series(
     for row in rows:
         if row["split"] != split or (layer is not None and row["layer"] != layer):
             continue
-        if row["epoch"] in seen or math.isnan(row[key]):
+        value = row.get(key, math.nan)
+        if row["epoch"] in seen or math.isnan(value):
             continue
         seen.add(row["epoch"])
         xs.append(row["epoch"])
-        ys.append(row[key])
+        ys.append(value)
     return xs, ys
 
 
