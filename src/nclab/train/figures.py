@@ -101,6 +101,7 @@ def run_figure(
         raise ValueError(f"layers: {unknown} not in this run; its tracked layers are {present}")
     noise = any(not math.isnan(row.get("noise_rate", math.nan)) for row in rows)
     splits = sorted({row["split"] for row in rows}, key=["train", "test"].index)
+    dot = "." if len({row["epoch"] for row in rows}) <= 40 else None  # markers hide long runs
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 8), squeeze=False)
     ax_acc, ax_nc1, ax_geo, ax_md = axes[0, 0], axes[0, 1], axes[1, 0], axes[1, 1]
@@ -110,11 +111,11 @@ def run_figure(
         ("acc_true", "train accuracy, true labels"),
         ("test_acc", "test accuracy"),
     ]:
-        ax_acc.plot(*_series(rows, key), marker=".", label=label)
+        ax_acc.plot(*_series(rows, key), marker=dot, label=label)
     if "penultimate" in present:
         xs, ys = _series(rows, "nc4_ncc_mismatch", "penultimate")
         if xs:
-            ax_acc.plot(xs, ys, ":", marker=".", label="NC4: NCC ≠ classifier (penultimate)")
+            ax_acc.plot(xs, ys, ":", marker=dot, label="NC4: NCC ≠ classifier (penultimate)")
     ax_acc.axhline(1.0, color="grey", lw=0.8, ls="--", label="TPT: train accuracy → 1, NC4 → 0")
     if noise:
         rates = _series(rows, "noise_rate")[1]
@@ -138,7 +139,7 @@ def run_figure(
             xs, ys = _series(rows, "nc1", name, split)
             if xs:
                 ax_nc1.plot(
-                    xs, ys, styles[split], color=color[name], marker=".", label=f"{name} ({split})"
+                    xs, ys, styles[split], color=color[name], marker=dot, label=f"{name} ({split})"
                 )
     ax_nc1.set_yscale("log", nonpositive="mask")
     ax_nc1.set_ylabel(r"NC1 = tr($\Sigma_W \Sigma_B^\dagger$)/K")
@@ -150,12 +151,12 @@ def run_figure(
             ("nc2_etf_weights", "NC2: classifier rows vs simplex ETF"),
             ("nc3_duality", "NC3: ‖W/‖W‖ − M̃/‖M̃‖‖²"),
         ]:
-            ax_geo.plot(*_series(rows, key, "penultimate"), marker=".", label=label)
+            ax_geo.plot(*_series(rows, key, "penultimate"), marker=dot, label=label)
         ax_geo.set_title("Penultimate geometry (theory, TPT: → 0)")
     else:
         for name in layers:
             xs, ys = _series(rows, "nc2_etf_means", name)
-            ax_geo.plot(xs, ys, color=color[name], marker=".", label=name)
+            ax_geo.plot(xs, ys, color=color[name], marker=dot, label=name)
         ax_geo.set_title("NC2: centred means vs simplex ETF (theory, TPT: → 0)")
     ax_geo.set_yscale("log", nonpositive="mask")
     ax_geo.set_ylabel("distance (Frobenius, normalized)")
@@ -163,9 +164,9 @@ def run_figure(
     if noise:
         for name in layers:
             xs, ys = _series(rows, "memorization_scaled", name)
-            ax_md.plot(xs, ys, color=color[name], marker=".", label=f"memorization, {name}")
+            ax_md.plot(xs, ys, color=color[name], marker=dot, label=f"memorization, {name}")
             xs, ys = _series(rows, "dilation_mean_scaled", name)
-            ax_md.plot(xs, ys, ":", color=color[name], marker=".", label=f"dilation, {name}")
+            ax_md.plot(xs, ys, ":", color=color[name], marker=dot, label=f"dilation, {name}")
         ax_md.set_ylabel("distance ÷ mean distance of clean class means")
         ax_md.set_title("Label noise (MD): memorization, dilation")
     else:
