@@ -194,7 +194,7 @@ class NoiseAccumulator(_PassTwo):
         # uncentred dot products (o = ỹ_i, t = y_i).
         self._rhs, to_means = between_basis(clean.svd, k)
         self._r = clean.rank
-        # An extra zero row and column for an invalid label (reported at compute).
+        # An extra zero row for an invalid label (reported at compute).
         self._to_means_t = torch.cat([to_means.T, to_means.new_zeros(1, to_means.shape[0])])
         self._means_ext = torch.cat([means, means.new_zeros(1, clean.dim)])
         # Distances from the centred means (no cancellation against a large global mean).
