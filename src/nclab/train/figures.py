@@ -84,12 +84,12 @@ def run_figure(
     layers: Sequence[str] | None = None,
     title: str = "",
 ) -> Any:
-    """The matplotlib Figure of a run's rows (as :func:`~nclab.train.table.read_metrics` returns
+    """The matplotlib ``Figure`` (not registered with pyplot) of a run's rows (as :func:`~nclab.train.table.read_metrics` returns
     them); ``layers`` restricts the per-layer panels (default: every tracked layer)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # The object-oriented Figure, not pyplot: no backend switch, no global figure registry (a
+    # notebook calling this keeps its own backend; nothing to close).
+    from matplotlib import rcParams
+    from matplotlib.figure import Figure
 
     if not rows:
         raise ValueError("rows: the run has no evaluated epoch yet")
@@ -103,7 +103,8 @@ def run_figure(
     splits = sorted({row["split"] for row in rows}, key=["train", "test"].index)
     dot = "." if len({row["epoch"] for row in rows}) <= 40 else None  # markers hide long runs
 
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8), squeeze=False)
+    fig = Figure(figsize=(11, 8))
+    axes = fig.subplots(2, 2, squeeze=False)
     ax_acc, ax_nc1, ax_geo, ax_md = axes[0, 0], axes[0, 1], axes[1, 0], axes[1, 1]
 
     for key, label in [
@@ -131,7 +132,7 @@ def run_figure(
     ax_acc.set_ylabel("fraction of samples")
     ax_acc.set_title("Accuracy and NC4")
 
-    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    cycle = rcParams["axes.prop_cycle"].by_key()["color"]
     color = {name: cycle[i % len(cycle)] for i, name in enumerate(layers)}
     styles = {"train": "-", "test": "--"}
     for name in layers:
@@ -192,8 +193,6 @@ def plot_run(
 ) -> Path:
     """Draw the figure of the run in directory ``run`` (see the module docstring) and write it
     atomically as a PNG to ``out`` (default ``run/metrics.png``); returns the path written."""
-    import matplotlib.pyplot as plt
-
     run_dir = Path(run)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run: {run_dir} is not a directory")
@@ -203,5 +202,4 @@ def plot_run(
     fig = run_figure(rows, layers=layers, title=_title(config, run_dir.name, rows))
     path = Path(out) if out is not None else run_dir / "metrics.png"
     atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=110))
-    plt.close(fig)
     return path
