@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from nclab.losses import LOSSES, make_loss
@@ -15,7 +18,7 @@ from nclab.models.solvers import METHODS
 from nclab.models.theory import Prediction
 from nclab.models.ufm import UFM, UFMSolution
 
-__all__ = ["add_solve_parser"]
+__all__ = ["add_solve_parser", "solve_to_dict"]
 
 EXIT_NOT_CONVERGED = 3
 
@@ -72,7 +75,7 @@ def add_solve_parser(sub: Any) -> None:
     ufm.add_argument("--lambda-w", type=float, required=True, help="weight penalty λ_W")
     ufm.add_argument("--lambda-h", type=float, required=True, help="feature penalty λ_H")
     _common(ufm)
-    ufm.set_defaults(func=_cmd_ufm)
+    ufm.set_defaults(func=_cmd_solve)
 
     ext = models.add_parser(
         "extended-ufm", help="the extended UFM W2 σ(W1 H1) of Tirer & Bruna (MSE)"
@@ -85,7 +88,7 @@ def add_solve_parser(sub: Any) -> None:
     )
     ext.add_argument("--lambda-h1", type=float, required=True, help="feature penalty λ_H1")
     _common(ext)
-    ext.set_defaults(func=_cmd_extended)
+    ext.set_defaults(func=_cmd_solve)
 
 
 def _solver_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -146,7 +149,9 @@ def _run_fields(sol: UFMSolution | ExtendedSolution) -> dict[str, Any]:
     }
 
 
-def _cmd_ufm(args: argparse.Namespace) -> int:
+def _ufm_result(
+    args: argparse.Namespace,
+) -> tuple[dict[str, Any], Prediction | None, str | None, dict[str, CollapseReport]]:
     model = UFM(
         make_loss(args.loss, smoothing=args.smoothing, gamma=args.gamma),
         args.classes,
@@ -183,10 +188,12 @@ def _cmd_ufm(args: argparse.Namespace) -> int:
         "solution": sol.summary(),
         "metrics": report.as_dict(),
     }
-    return _emit(args, result, pred, note, {"H": report})
+    return result, pred, note, {"H": report}
 
 
-def _cmd_extended(args: argparse.Namespace) -> int:
+def _extended_result(
+    args: argparse.Namespace,
+) -> tuple[dict[str, Any], Prediction | None, str | None, dict[str, CollapseReport]]:
     if args.depth < 1:
         raise ValueError(f"--depth: expected at least 1 hidden layer, got {args.depth}")
     model = ExtendedUFM(
@@ -216,4 +223,33 @@ def _cmd_extended(args: argparse.Namespace) -> int:
         "solution": sol.summary(),
         "metrics": {name: r.as_dict() for name, r in reports.items()},
     }
-    return _emit(args, result, pred, note, reports)
+    return result, pred, note, reports
+
+
+_BUILDERS = {"ufm": _ufm_result, "extended-ufm": _extended_result}
+
+
+def _cmd_solve(args: argparse.Namespace) -> int:
+    return _emit(args, *_BUILDERS[args.model](args))
+
+
+def solve_to_dict(argv: Sequence[str]) -> dict[str, Any]:
+    """Solve the model that ``nclab solve ARGV...`` describes and return the object that
+    ``nclab solve ARGV... --json`` prints (non-finite floats as None).
+
+    ``argv`` starts with the model's name, e.g. ``["ufm", "--loss", "mse", "--classes", "4",
+    ...]``; bad arguments raise ValueError naming the flag.
+    """
+    parser = argparse.ArgumentParser(prog="nclab")
+    add_solve_parser(parser.add_subparsers(dest="command"))
+    message = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(message):
+            args = parser.parse_args(["solve", *argv])
+    except SystemExit:
+        lines = message.getvalue().strip().splitlines()
+        raise ValueError(
+            f"solve arguments {list(argv)}: {lines[-1] if lines else 'invalid'}"
+        ) from None
+    result: dict[str, Any] = _finite(_BUILDERS[args.model](args)[0])
+    return result
