@@ -92,8 +92,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from nclab.train.figures import plot_run
+    from nclab.train.figures import figure_format, plot_run
 
+    if args.out is not None:
+        figure_format(args.out, "--out")  # the error names the flag, before the run is read
     path = plot_run(args.run, args.out, layers=args.layers)
     print(f"wrote {path}")
     return 0
@@ -141,17 +143,24 @@ def build_parser() -> argparse.ArgumentParser:
     met.set_defaults(func=_cmd_metrics)
 
     from nclab.models.cli import add_solve_parser
+    from nclab.sweep.cli import add_sweep_parsers
     from nclab.train.cli import add_train_parser
 
     add_solve_parser(sub)
     add_train_parser(sub)
+    add_sweep_parsers(sub)
 
     plot = sub.add_parser(
         "plot",
         help="figure of a training run: accuracy, NC1-NC4, memorization and dilation by epoch",
     )
     plot.add_argument("run", help="run directory written by `nclab train` (holds metrics.csv)")
-    plot.add_argument("--out", default=None, help="PNG file to write (default RUN/metrics.png)")
+    plot.add_argument(
+        "--out",
+        default=None,
+        help="file to write, its format from the extension: .png, .pdf or .svg "
+        "(default RUN/metrics.png)",
+    )
     plot.add_argument(
         "--layers", nargs="+", default=None, help="tracked layers to draw (default: all)"
     )
