@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +15,45 @@ from nclab.train.presets import PRESETS, preset
 __all__ = ["add_train_parser"]
 
 
+class _IntermixedParser(argparse.ArgumentParser):
+    """A parser whose positionals may follow its options (``CONFIG --out D optim.lr=0.01``):
+    the top-level parser hands a sub-command its words through ``parse_known_args``, which
+    this class answers with argparse's intermixed parsing (itself two ``parse_known_args``
+    passes, hence the guard)."""
+
+    _inside = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if self._inside:
+            return super().parse_known_args(args, namespace)
+        self._inside = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inside = False
+
+
+_NOISE_HELP = (
+    "Label noise: noise.rate=η follows the MD paper's convention (noise.convention=redraw): a "
+    "fraction η of the training labels is redrawn uniformly over all K classes, so only "
+    "η(K-1)/K of them actually change (η=0.2, K=10: 18 %); noise.convention=flip changes "
+    "exactly η of them. Every key and its meaning: nclab/train/config.py."
+)
+
+
 def add_train_parser(sub: Any) -> None:
     p = sub.add_parser(
         "train",
         help="train a network into the terminal phase, measuring collapse every eval_every epochs",
+        description="Train a network into the terminal phase of training, measuring neural "
+        "collapse every track.eval_every epochs. Options and section.key=value overrides may "
+        "come in any order. " + _NOISE_HELP,
     )
+    # Overrides may follow an option; the sub-command's own parser class cannot be chosen
+    # through add_parser, so the parser it made is given the intermixed behaviour.
+    p.__class__ = _IntermixedParser
     p.add_argument(
         "config", nargs="?", default=None, help="YAML config file (sections as in TrainConfig)"
     )
@@ -60,9 +96,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise ValueError("config: give a CONFIG.yaml or --preset, not both")
     if config is not None:
         path = Path(config)
-        if not path.is_file():
-            raise ValueError(f"config: {path} does not exist")
-        cfg, name = TrainConfig.from_yaml(path.read_text()), path.stem
+        cfg, name = TrainConfig.from_file(path), path.stem
     elif args.preset is not None:
         cfg, name = preset(args.preset), args.preset
     else:
@@ -70,7 +104,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.device is not None:
         overrides.append(f"run.device={args.device}")
     if args.data_dir is not None:
-        overrides.append(f"data.data_dir={args.data_dir}")
+        # Quoted: the value is read as YAML, where a directory named 123 or ~ is no string.
+        overrides.append(f"data.data_dir={json.dumps(args.data_dir)}")
     cfg = apply_overrides(cfg, overrides)
     out = Path(args.out) if args.out else Path("runs") / name
     result = train(cfg, out, resume=args.resume, download=args.download)

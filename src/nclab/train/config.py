@@ -10,12 +10,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from nclab.metrics.options import MetricOptions
 
 __all__ = [
     "DataConfig",
@@ -31,7 +37,7 @@ __all__ = [
 
 # Run settings that change neither the numbers nor the files' contents: not part of the
 # fingerprint, so a run may be resumed with another cadence.
-_CADENCE = ("progress", "checkpoint_every", "checkpoint_seconds")
+_CADENCE = ("progress", "checkpoint_every", "checkpoint_seconds", "threads")
 
 
 @dataclass
@@ -55,10 +61,18 @@ class DataConfig:
 
 @dataclass
 class NoiseConfig:
-    """rate: η in [0, 1); kind: ``symmetric`` | ``symmetric_flip`` | ``pair`` (nclab.train.noise)."""
+    """Label noise of the training set (``nclab.train.noise.corrupt_labels``).
+
+    rate: η in [0, 1); kind: ``symmetric`` | ``symmetric_flip`` | ``pair``; convention: what η
+    counts. ``redraw`` (default; the MD paper's convention, Nguyen et al., ICLR 2023): each label
+    is redrawn with probability η, with ``symmetric`` uniformly over all K classes, itself
+    included, so only η(K-1)/K of the labels are expected to change (η = 0.2, K = 10: 18 %).
+    ``flip``: exactly ⌊ηN + ½⌋ of the N labels change (symmetric: to one of the K-1 other
+    classes; pair: class c to (c + 1) mod K)."""
 
     rate: float = 0.0
     kind: str = "symmetric"
+    convention: str = "redraw"
 
 
 @dataclass
@@ -114,13 +128,28 @@ class TrackConfig:
     mode, as in Papyan et al.) or ``train`` (the features the training forward passes computed
     during the epoch, in train mode while the weights moved, of the augmented images when
     ``data.augment`` is on, and in bfloat16 under ``run.bf16``: no extra forward pass; the train
-    accuracies and loss are then those of the training passes too)."""
+    accuracies and loss are then those of the training passes too).
+    global_mean, within_class, center_weights, rank_rtol, drop_empty_classes: the options of
+    every measurement, with the names, defaults and meaning of
+    :class:`nclab.metrics.options.MetricOptions` (its docstring has the formulas)."""
 
     layers: list[str] = field(default_factory=lambda: ["penultimate"])
     eval_every: int = 1
     test_metrics: bool = False
     cache_features: bool = True
     source: str = "eval"
+    global_mean: str = "sample"
+    within_class: str = "pooled"
+    center_weights: bool = False
+    rank_rtol: float | None = None
+    drop_empty_classes: bool = False
+
+    def metric_options(self) -> MetricOptions:
+        """The :class:`~nclab.metrics.options.MetricOptions` these keys describe."""
+        from nclab.metrics.options import MetricOptions
+
+        names = [f.name for f in dataclasses.fields(MetricOptions)]
+        return MetricOptions(**{name: getattr(self, name) for name in names})
 
 
 @dataclass
@@ -133,7 +162,9 @@ class RunConfig:
     checkpoint_every, checkpoint_seconds: a checkpoint is written after an epoch when at least
     ``checkpoint_every`` epochs and ``checkpoint_seconds`` of wall time have passed since the
     last one (0 s: every ``checkpoint_every`` epochs), and always after the last epoch; a killed
-    run loses at most that much work, and resumes to the same result whatever the cadence."""
+    run loses at most that much work, and resumes to the same result whatever the cadence.
+    threads: CPU threads of torch's operations (null: the cores available, at most 4, shared
+    among the processes of a ``torchrun`` machine); a speed setting, outside the fingerprint."""
 
     seed: int = 0
     device: str = "auto"
@@ -143,6 +174,7 @@ class RunConfig:
     progress: bool = True
     checkpoint_every: int = 1
     checkpoint_seconds: float = 60.0
+    threads: int | None = None
 
 
 @dataclass
@@ -167,6 +199,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build from a mapping of sections to mappings of keys (an empty section may be None)."""
         cfg = cls()
         if not isinstance(data, dict):
             raise ValueError(f"config: expected a mapping of sections, got {type(data).__name__}")
@@ -176,35 +209,205 @@ class TrainConfig:
         return cfg
 
     @classmethod
-    def from_yaml(cls, text: str) -> TrainConfig:
-        return cls.from_dict(yaml.safe_load(text) or {})
+    def from_yaml(cls, text: str, source: str = "config") -> TrainConfig:
+        """Parse YAML ``text``; errors start with ``source:line:column:`` where the YAML says.
+
+        Plain values only (PyYAML's safe loader: a ``!!python`` tag is an error), and a key
+        given twice in one mapping is an error (YAML parsers otherwise keep the last silently).
+        """
+        try:
+            data, marks = _parse_yaml(text)
+        except _YAMLProblem as err:
+            raise ValueError(f"{source}:{err.line}:{err.column}: {err.message}") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"{source}:{_where(marks, '')}: expected a mapping of sections "
+                f"({', '.join(_section_names(cls()))}) at the top level, got "
+                f"{_describe(data)}"
+            )
+        try:
+            return cls.from_dict(data)
+        except ValueError as err:
+            key = str(err).split(":", 1)[0]
+            where = f"{source}:{_where(marks, key)}" if key in marks else source
+            raise ValueError(f"{where}: {err}") from None
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> TrainConfig:
+        """Read a YAML config file (UTF-8); every error names the file, and the line and column
+        where there is one."""
+        p = Path(path)
+        if not p.is_file():
+            what = "is not a file" if p.exists() else "does not exist"
+            raise ValueError(f"config: {p} {what}")
+        try:
+            raw = p.read_bytes()
+        except OSError as err:
+            raise ValueError(f"config: cannot read {p}: {err.strerror}") from None
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as err:
+            line = raw.count(b"\n", 0, err.start) + 1
+            column = err.start - raw.rfind(b"\n", 0, err.start)
+            raise ValueError(
+                f"{p}:{line}:{column}: not UTF-8 text (byte 0x{raw[err.start]:02x}); "
+                "save the config as UTF-8"
+            ) from None
+        return cls.from_yaml(text, source=str(p))
 
     def validate(self) -> None:
-        checks = [
-            (self.noise.rate >= 0 and self.noise.rate < 1, "noise.rate", "a value in [0, 1)"),
-            (self.optim.epochs >= 1, "optim.epochs", "at least 1"),
-            (self.optim.lr > 0, "optim.lr", "a positive step"),
-            (0 <= self.optim.momentum < 1, "optim.momentum", "a value in [0, 1)"),
-            (self.optim.weight_decay >= 0, "optim.weight_decay", "a non-negative number"),
-            (self.optim.feature_penalty >= 0, "optim.feature_penalty", "a non-negative number"),
-            (self.data.batch_size >= 1, "data.batch_size", "at least 1"),
-            (
-                self.data.eval_batch_size is None or self.data.eval_batch_size >= 1,
-                "data.eval_batch_size",
-                "at least 1, or null for the device's default",
-            ),
-            (self.track.eval_every >= 1, "track.eval_every", "at least 1"),
-            (self.run.checkpoint_every >= 1, "run.checkpoint_every", "at least 1"),
-            (self.run.checkpoint_seconds >= 0, "run.checkpoint_seconds", "at least 0"),
-            (self.run.device in ("auto", "cpu", "cuda"), "run.device", "auto, cpu or cuda"),
-            (bool(self.track.layers), "track.layers", "at least one module name"),
-            (self.track.source in ("eval", "train"), "track.source", "eval or train"),
-        ]
+        """Check every key's type and value, and the rules between keys; the error names the key
+        as written in a config file (``section.key``) and what was expected."""
+        # Imported here, not at the top: they load torch, which `nclab --help` does not need.
+        from nclab.losses import LOSSES
+        from nclab.train.data import DATASETS
+        from nclab.train.nets import NETWORKS
+        from nclab.train.noise import NOISE_CONVENTIONS, NOISE_KINDS
+
+        for section in _section_names(self):
+            obj = getattr(self, section)
+            for key, hint in typing.get_type_hints(type(obj)).items():
+                _coerce(f"{section}.{key}", getattr(obj, key), hint)
+        d, n, m, lo, o, t, r = (
+            self.data,
+            self.noise,
+            self.model,
+            self.loss,
+            self.optim,
+            self.track,
+            self.run,
+        )
         schedules = ("constant", "step", "multistep", "cosine")
-        checks.append((self.optim.schedule in schedules, "optim.schedule", f"one of {schedules}"))
+        checks = [
+            (d.name in DATASETS, "data.name", f"one of {DATASETS}"),
+            (d.data_dir != "", "data.data_dir", "a directory, or null for the default places"),
+            (
+                _in_range(d.num_classes, 2),
+                "data.num_classes",
+                "an integer in [2, 2**63), or null for all the dataset's classes",
+            ),
+            (
+                _in_range(d.per_class, 1),
+                "data.per_class",
+                "an integer in [1, 2**63), or null for every training sample",
+            ),
+            (
+                _in_range(d.test_per_class, 1),
+                "data.test_per_class",
+                "an integer in [1, 2**63), or null for every test sample",
+            ),
+            (_in_range(d.batch_size, 1), "data.batch_size", "an integer in [1, 2**63)"),
+            (
+                _in_range(d.eval_batch_size, 1),
+                "data.eval_batch_size",
+                "an integer in [1, 2**63), or null for the device's default",
+            ),
+            (0 <= n.rate < 1, "noise.rate", "a value in [0, 1)"),
+            (n.kind in NOISE_KINDS, "noise.kind", f"one of {NOISE_KINDS}"),
+            (n.convention in NOISE_CONVENTIONS, "noise.convention", f"one of {NOISE_CONVENTIONS}"),
+            (m.name in NETWORKS, "model.name", f"one of {NETWORKS}"),
+            (
+                all(_in_range(w, 1) for w in m.widths),
+                "model.widths",
+                "widths that are integers in [1, 2**63)",
+            ),
+            (
+                bool(m.widths) or m.name not in ("mlp", "cnn"),
+                "model.widths",
+                f"at least one width for model.name={m.name}",
+            ),
+            (m.width > 0, "model.width", "a width multiplier > 0"),
+            (lo.name in LOSSES, "loss.name", f"one of {LOSSES}"),
+            (0 <= lo.smoothing < 1, "loss.smoothing", "α in [0, 1)"),
+            (lo.gamma >= 0, "loss.gamma", "γ >= 0"),
+            (lo.target_scale > 0, "loss.target_scale", "M > 0"),
+            (lo.target_weight > 0, "loss.target_weight", "k > 0"),
+            (_in_range(o.epochs, 1), "optim.epochs", "an integer in [1, 2**63)"),
+            (o.lr > 0, "optim.lr", "a learning rate > 0"),
+            (0 <= o.momentum < 1, "optim.momentum", "a value in [0, 1)"),
+            (o.weight_decay >= 0, "optim.weight_decay", "a non-negative number"),
+            (
+                o.classifier_weight_decay is None or o.classifier_weight_decay >= 0,
+                "optim.classifier_weight_decay",
+                "a non-negative number, or null for optim.weight_decay",
+            ),
+            (o.feature_penalty >= 0, "optim.feature_penalty", "a non-negative number"),
+            (o.schedule in schedules, "optim.schedule", f"one of {schedules}"),
+            (_in_range(o.step_size, 1), "optim.step_size", "an integer in [1, 2**63)"),
+            (
+                0 < o.gamma <= 1,
+                "optim.gamma",
+                "a factor in (0, 1] (each drop multiplies the learning rate by it)",
+            ),
+            (
+                all(a < b for a, b in zip([0, *o.milestones], o.milestones, strict=False))
+                and all(e < o.epochs for e in o.milestones),
+                "optim.milestones",
+                f"strictly increasing epochs in [1, optim.epochs) = [1, {o.epochs})",
+            ),
+            (
+                bool(o.milestones) == (o.schedule == "multistep"),
+                "optim.milestones",
+                "at least one epoch with optim.schedule=multistep, and none with another "
+                f"schedule (optim.schedule is {o.schedule!r})",
+            ),
+            (bool(t.layers), "track.layers", "at least one module name"),
+            (all(t.layers), "track.layers", "module names, not empty strings"),
+            (len(set(t.layers)) == len(t.layers), "track.layers", "each module named once"),
+            (_in_range(t.eval_every, 1), "track.eval_every", "an integer in [1, 2**63)"),
+            (t.source in ("eval", "train"), "track.source", "eval or train"),
+            (_in_range(r.seed, 0), "run.seed", "an integer in [0, 2**63)"),
+            (r.device in ("auto", "cpu", "cuda"), "run.device", "auto, cpu or cuda"),
+            (_in_range(r.checkpoint_every, 1), "run.checkpoint_every", "an integer in [1, 2**63)"),
+            (r.checkpoint_seconds >= 0, "run.checkpoint_seconds", "at least 0"),
+            (
+                _in_range(r.threads, 1),
+                "run.threads",
+                "an integer in [1, 2**63), or null for the default",
+            ),
+        ]
         for ok, key, expected in checks:
             if not ok:
-                raise ValueError(f"{key}: expected {expected}, got {_get(self, key)!r}")
+                raise ValueError(f"{key}: expected {expected}, got {_show(_get(self, key))}")
+        try:
+            self.track.metric_options()
+        except (TypeError, ValueError) as err:
+            raise ValueError(_rekey("track", err, self.track)) from None
+        from nclab.losses import Loss
+
+        try:
+            Loss(
+                name=lo.name,
+                smoothing=lo.smoothing,
+                gamma=lo.gamma,
+                target_scale=lo.target_scale,
+                target_weight=lo.target_weight,
+            )
+        except ValueError as err:
+            raise ValueError(_rekey("loss", err, lo, alias={"loss": "name"})) from None
+
+
+def _in_range(value: int | None, low: int) -> bool:
+    """``value`` is None (the key's default rule) or an integer in [low, 2**63): torch, numpy and
+    the random generators take 64-bit integers."""
+    return value is None or low <= value < 2**63
+
+
+def _rekey(section: str, err: Exception, obj: Any, alias: dict[str, str] | None = None) -> str:
+    """``err``'s message with its leading argument name turned into the config key."""
+    name, sep, rest = str(err).partition(":")
+    name = (alias or {}).get(name, name)
+    if sep and name in {f.name for f in dataclasses.fields(obj)}:
+        return f"{section}.{name}:{rest}"
+    return f"{section}: {err}"
+
+
+def _show(value: Any) -> str:
+    """``repr(value)``, shortened to 80 characters (a 400-digit integer stays readable)."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
 
 
 def _get(cfg: TrainConfig, key: str) -> Any:
@@ -221,6 +424,8 @@ def _set_section(cfg: TrainConfig, section: str, values: Any) -> None:
         raise ValueError(
             f"{section}: unknown config section; valid sections: {_section_names(cfg)}"
         )
+    if values is None:  # a section whose keys are all commented out
+        return
     if not isinstance(values, dict):
         raise ValueError(f"{section}: expected a mapping of keys, got {values!r}")
     for key, value in values.items():
@@ -252,28 +457,35 @@ def _coerce(dotted: str, value: Any, hint: Any) -> Any:
         return _coerce(dotted, value, inner[0])
     if origin is list:
         if not isinstance(value, list):
-            raise ValueError(f"{dotted}: expected a list, got {value!r}")
+            raise ValueError(f"{dotted}: expected a list, got {_show(value)}")
         return [_coerce(dotted, v, args[0]) for v in value]
     if hint is bool:
         if not isinstance(value, bool):
-            raise ValueError(f"{dotted}: expected true or false, got {value!r}")
+            raise ValueError(f"{dotted}: expected true or false, got {_show(value)}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{dotted}: expected an integer, got {value!r}")
+            raise ValueError(f"{dotted}: expected an integer, got {_show(value)}")
         return value
     if hint is float:
+        number = value
         if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
             try:
-                value = float(value)
+                number = float(value)
             except ValueError:
                 pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{dotted}: expected a number, got {value!r}")
-        return float(value)
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            raise ValueError(f"{dotted}: expected a number, got {_show(value)}")
+        try:
+            number = float(number)
+        except OverflowError:  # an integer beyond the float range
+            number = math.inf
+        if not math.isfinite(number):
+            raise ValueError(f"{dotted}: expected a finite number, got {_show(value)}")
+        return number
     if hint is str:
         if not isinstance(value, str):
-            raise ValueError(f"{dotted}: expected a string, got {value!r}")
+            raise ValueError(f"{dotted}: expected a string, got {_show(value)}")
         return value
     raise TypeError(f"{dotted}: unsupported config type {hint!r}")
 
@@ -284,6 +496,114 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
         if "=" not in item:
             raise ValueError(f"{item}: expected section.key=value")
         key, raw = item.split("=", 1)
-        _set_key(cfg, key.strip(), yaml.safe_load(raw))
+        try:
+            value, _ = _parse_yaml(raw)
+        except _YAMLProblem as err:
+            raise ValueError(
+                f"{key.strip()}: the value {raw!r} does not parse: {err.message}"
+            ) from None
+        _set_key(cfg, key.strip(), value)
     cfg.validate()
     return cfg
+
+
+class _YAMLProblem(Exception):
+    """Where (1-based line and column) and what is wrong with a YAML text."""
+
+    def __init__(self, line: int, column: int, message: str) -> None:
+        super().__init__(message)
+        self.line, self.column, self.message = line, column, message
+
+
+def _parse_yaml(text: str) -> tuple[Any, dict[str, yaml.Mark]]:
+    """The value of a YAML document (plain values only) and where each key starts (``section``
+    and ``section.key``; ``""``: the document)."""
+    marks: dict[str, yaml.Mark] = {}
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as err:  # the reader checks every character up front
+        raise _reader_problem(text, err) from None
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, marks
+        marks[""] = node.start_mark
+        _check_keys(loader, node, "", marks, set())
+        return loader.construct_document(node), marks
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+        raise _YAMLProblem(line, column, _yaml_message(err)) from None
+    except yaml.YAMLError as err:
+        raise _YAMLProblem(1, 1, f"invalid YAML: {' '.join(str(err).split())}") from None
+    except RecursionError:
+        raise _YAMLProblem(1, 1, "invalid config: nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def _reader_problem(text: str, err: yaml.reader.ReaderError) -> _YAMLProblem:
+    pos = err.position
+    line, column = text.count("\n", 0, pos) + 1, pos - text.rfind("\n", 0, pos)
+    char = err.character if isinstance(err.character, int) else ord(err.character)
+    what = "a NUL byte" if char == 0 else f"the control character U+{char:04X}"
+    return _YAMLProblem(line, column, f"invalid YAML: {what} is not allowed in a YAML text")
+
+
+def _yaml_message(err: yaml.MarkedYAMLError) -> str:
+    problem = err.problem or "invalid YAML"
+    if problem.startswith("could not determine a constructor for the tag"):
+        tag = problem.rsplit(" ", 1)[-1].replace("tag:yaml.org,2002:", "!!")
+        return (
+            f"the tag {tag} is not allowed: a config holds plain values (numbers, strings, "
+            "lists, mappings)"
+        )
+    context = f" ({err.context})" if err.context else ""
+    return f"invalid YAML: {problem}{context}"
+
+
+def _check_keys(
+    loader: yaml.SafeLoader, node: yaml.Node, path: str, marks: dict[str, yaml.Mark], seen: set[int]
+) -> None:
+    """Refuse a key given twice in one mapping, naming it and both lines; record key marks."""
+    if id(node) in seen:  # an alias of a node already walked (and perhaps itself a cycle)
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _check_keys(loader, item, path, marks, seen)
+    if not isinstance(node, yaml.MappingNode):
+        return
+    first: dict[Any, yaml.Node] = {}
+    for key_node, value_node in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            _check_keys(loader, value_node, path, marks, seen)
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:  # construct_document reports the unhashable key where it is
+            continue
+        dotted = f"{path}.{key}" if path else str(key)
+        if key in first:
+            mark = key_node.start_mark
+            raise _YAMLProblem(
+                mark.line + 1,
+                mark.column + 1,
+                f"{dotted}: duplicate key (first given at line "
+                f"{first[key].start_mark.line + 1}); give each key once",
+            )
+        first[key] = key_node
+        marks.setdefault(dotted, key_node.start_mark)
+        _check_keys(loader, value_node, dotted, marks, seen)
+
+
+def _where(marks: dict[str, yaml.Mark], key: str) -> str:
+    mark = marks.get(key)
+    return "1:1" if mark is None else f"{mark.line + 1}:{mark.column + 1}"
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    return f"the {type(value).__name__} {value!r}"

@@ -9,10 +9,22 @@ Kinds (η = ``rate``, K classes):
   classes: the expected flip rate is η;
 * ``pair`` — with probability η, class c becomes (c + 1) mod K (pair / asymmetric flipping,
   Han et al., NeurIPS 2018).
+
+What η counts (``convention``):
+
+* ``redraw`` (default, the MD paper's convention: Nguyen et al., ICLR 2023, arXiv 2206.05530) —
+  each sample is hit independently with probability η and its label redrawn as the kind says;
+  with ``symmetric`` a redraw may return the true label, so only η(K-1)/K of the labels are
+  expected to change;
+* ``flip`` — exactly m = ⌊ηN + ½⌋ of the N samples, chosen uniformly at random, get a label other
+  than their own (``symmetric`` and ``symmetric_flip`` send it uniformly to one of the K-1 other
+  classes, ``pair`` to (c + 1) mod K): the realized flip rate is m / N, within 1/(2N) of η.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,9 +32,10 @@ import torch
 
 from nclab.metrics._inputs import as_labels, check_num_classes
 
-__all__ = ["NOISE_KINDS", "NoisyLabels", "corrupt_labels"]
+__all__ = ["NOISE_CONVENTIONS", "NOISE_KINDS", "NoisyLabels", "corrupt_labels"]
 
 NOISE_KINDS: tuple[str, ...] = ("symmetric", "symmetric_flip", "pair")
+NOISE_CONVENTIONS: tuple[str, ...] = ("redraw", "flip")
 
 
 @dataclass(frozen=True)
@@ -43,9 +56,15 @@ class NoisyLabels:
 
 
 def corrupt_labels(
-    labels: Any, num_classes: int, rate: float, kind: str = "symmetric", seed: int = 0
+    labels: Any,
+    num_classes: int,
+    rate: float,
+    kind: str = "symmetric",
+    seed: int = 0,
+    convention: str = "redraw",
 ) -> NoisyLabels:
-    """Corrupt ``labels`` (N,) with noise of ``kind`` at rate η = ``rate`` in [0, 1).
+    """Corrupt ``labels`` (N,) with noise of ``kind`` at rate η = ``rate`` in [0, 1), η counted
+    as ``convention`` says (see the module docstring).
 
     The draw uses its own ``torch.Generator`` seeded with ``seed`` (on the CPU), so the same
     arguments give the same labels on any machine and whatever else uses the global RNG.
@@ -53,19 +72,27 @@ def corrupt_labels(
     k = check_num_classes(num_classes)
     if kind not in NOISE_KINDS:
         raise ValueError(f"kind: expected one of {NOISE_KINDS}, got {kind!r}")
-    if not (0.0 <= float(rate) < 1.0):
+    if convention not in NOISE_CONVENTIONS:
+        raise ValueError(f"convention: expected one of {NOISE_CONVENTIONS}, got {convention!r}")
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0.0 <= rate < 1.0:
         raise ValueError(f"rate: expected a noise rate in [0, 1), got {rate!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed: expected an integer in [0, 2**63), got {seed!r}")
     true = as_labels(labels, len(labels), torch.device("cpu"))
     if true.numel() and (int(true.min()) < 0 or int(true.max()) >= k):
         raise ValueError(f"labels: expected class indices in [0, {k})")
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(int(seed))
     n = true.numel()
-    hit = torch.rand(n, generator=gen, dtype=torch.float64) < rate
-    if kind == "symmetric":
-        replacement = torch.randint(0, k, (n,), generator=gen)
-    elif kind == "symmetric_flip":
-        replacement = (true + torch.randint(1, k, (n,), generator=gen)) % k
+    if convention == "flip":
+        hit = torch.zeros(n, dtype=torch.bool)
+        hit[torch.randperm(n, generator=gen)[: math.floor(rate * n + 0.5)]] = True
     else:
+        hit = torch.rand(n, generator=gen, dtype=torch.float64) < rate
+    if kind == "symmetric" and convention == "redraw":
+        replacement = torch.randint(0, k, (n,), generator=gen)
+    elif kind == "pair":
         replacement = (true + 1) % k
+    else:
+        replacement = (true + torch.randint(1, k, (n,), generator=gen)) % k
     observed = torch.where(hit, replacement, true)
     return NoisyLabels(observed=observed, true=true)
