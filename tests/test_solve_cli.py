@@ -99,7 +99,7 @@ def test_extended_json_contract(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_solve_errors_name_the_argument(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([*UFM_ARGS[:-4], "--lambda-w", "-1", "--lambda-h", "1e-3", "--loss", "ce"]) == 2
-    assert "lambda_w: expected a non-negative number" in capsys.readouterr().err
+    assert "--lambda-w: expected a non-negative number" in capsys.readouterr().err
     assert main([*UFM_ARGS, "--loss", "ls", "--smoothing", "1.5"]) == 2
     assert "smoothing: expected α in [0, 1)" in capsys.readouterr().err
     with pytest.raises(SystemExit):

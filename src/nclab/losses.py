@@ -61,8 +61,11 @@ class Loss:
             raise ValueError(
                 f"smoothing: only the 'ls' and 'relaxation' losses take α, got loss {self.name!r}"
             )
-        if not (self.target_scale > 0 and self.target_weight > 0):
-            raise ValueError("target_scale/target_weight: expected positive M and k")
+        if not (0 < self.target_scale < math.inf and 0 < self.target_weight < math.inf):
+            raise ValueError(
+                "target_scale/target_weight: expected finite M > 0 and k > 0, got "
+                f"M = {self.target_scale!r}, k = {self.target_weight!r}"
+            )
         if (self.target_scale, self.target_weight) != (1.0, 1.0) and self.name != "mse":
             raise ValueError(f"target_scale: only the 'mse' loss is rescaled, got {self.name!r}")
         if not (self.gamma >= 0.0 and math.isfinite(self.gamma)):
@@ -139,7 +142,16 @@ def make_loss(
     target_scale: float = 1.0,
     target_weight: float = 1.0,
 ) -> Loss:
-    """Build a :class:`Loss` by name, validating its parameters."""
+    """Build a :class:`Loss` by name, validating its parameters (numbers, not strings)."""
+    given = {
+        "smoothing": smoothing,
+        "gamma": gamma,
+        "target_scale": target_scale,
+        "target_weight": target_weight,
+    }
+    for key, value in given.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{key}: expected a number, got {type(value).__name__} {value!r}")
     return Loss(
         name=name,
         smoothing=float(smoothing),

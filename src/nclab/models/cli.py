@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from nclab.losses import LOSSES, make_loss
+from nclab.losses import LOSSES, Loss, make_loss
 from nclab.metrics import CollapseReport
 from nclab.models.conventions import CONVENTIONS
 from nclab.models.extended import ACTIVATIONS, ExtendedSolution, ExtendedUFM
@@ -23,12 +23,26 @@ __all__ = ["add_solve_parser", "solve_to_dict"]
 EXIT_NOT_CONVERGED = 3
 
 
-def _finite(value: Any) -> Any:
+def _finite(value: Any, where: str = "", found: list[str] | None = None) -> Any:
+    """``value`` with every non-finite float replaced by None (JSON has no NaN); the dotted
+    paths of the replaced fields are appended to ``found``."""
     if isinstance(value, float) and not math.isfinite(value):
+        if found is not None:
+            found.append(where)
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: _finite(v, f"{where}.{k}" if where else k, found) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v, f"{where}[{i}]", found) for i, v in enumerate(value)]
     return value
+
+
+def _json_object(result: dict[str, Any]) -> dict[str, Any]:
+    """The JSON object of a solve: non-finite numbers as null, listed under ``non_finite``."""
+    found: list[str] = []
+    out: dict[str, Any] = _finite(result, "", found)
+    out["non_finite"] = found
+    return out
 
 
 def _theory(model: UFM | ExtendedUFM) -> tuple[Prediction | None, str | None]:
@@ -55,9 +69,61 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--tol", type=float, default=1e-8, help="gradient-norm tolerance (1e-8)")
     parser.add_argument("--max-iter", type=int, default=20_000, help="iteration limit (20,000)")
-    parser.add_argument("--lr", type=float, default=0.1, help="step of --method gd (0.1)")
-    parser.add_argument("--momentum", type=float, default=0.0, help="momentum of --method gd (0)")
+    parser.add_argument(
+        "--lr", type=float, default=None, help="step of --method gd (default 0.1; gd only)"
+    )
+    parser.add_argument(
+        "--momentum",
+        type=float,
+        default=None,
+        help="heavy-ball momentum of --method gd, in [0, 1) (default 0; gd only)",
+    )
+    parser.add_argument(
+        "--target-scale",
+        type=float,
+        default=1.0,
+        help="M of the rescaled MSE ½[k(z_y - M)² + Σ_{j≠y} z_j²] (default 1)",
+    )
+    parser.add_argument(
+        "--target-weight",
+        type=float,
+        default=1.0,
+        help="k of the rescaled MSE (default 1; the extended model's theorem needs k = 1)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+# Python keyword -> the flag a CLI user typed, so that errors name what the user can change.
+_FLAGS = {
+    "num_classes": "--classes",
+    "per_class": "--per-class",
+    "dim": "--dim",
+    "lambda_w": "--lambda-w",
+    "lambda_h": "--lambda-h",
+    "lambda_b": "--lambda-b",
+    "smoothing": "--smoothing",
+    "gamma": "--gamma",
+    "target_scale/target_weight": "--target-scale/--target-weight",
+    "target_scale": "--target-scale",
+    "method": "--method",
+    "restarts": "--restarts",
+    "seed": "--seed",
+    "tol": "--tol",
+    "max_iter": "--max-iter",
+    "lr": "--lr",
+    "momentum": "--momentum",
+    "convention": "--convention",
+    "activation": "--activation",
+}
+
+
+def _with_flag(err: ValueError, flags: dict[str, str]) -> ValueError:
+    """The same error with its leading Python keyword replaced by the CLI flag."""
+    text = str(err)
+    name, sep, rest = text.partition(":")
+    if sep and name in flags:
+        text = f"{flags[name]}:{rest}".replace("method='gd'", "--method gd")
+    return ValueError(text)
 
 
 def add_solve_parser(sub: Any) -> None:
@@ -91,6 +157,16 @@ def add_solve_parser(sub: Any) -> None:
     ext.set_defaults(func=_cmd_solve)
 
 
+def _loss(args: argparse.Namespace, name: str) -> Loss:
+    return make_loss(
+        name,
+        smoothing=getattr(args, "smoothing", 0.0),
+        gamma=getattr(args, "gamma", 0.0),
+        target_scale=args.target_scale,
+        target_weight=args.target_weight,
+    )
+
+
 def _solver_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "method": args.method,
@@ -112,9 +188,11 @@ def _emit(
     reports: dict[str, CollapseReport],
 ) -> int:
     if args.json:
-        print(json.dumps(_finite(result)))
+        print(json.dumps(_json_object(result), allow_nan=False))
     else:
         status = "converged" if result["converged"] else "NOT converged"
+        if result["zero_solution"]:
+            status += " to the zero solution W = H = 0"
         print(
             f"{status}: objective {result['objective']:.12g}, gradient norm {result['gradient_norm']:.2e}, "
             f"{result['iterations']} iterations ({result['method']})"
@@ -128,6 +206,8 @@ def _emit(
             predicted = theory.get(key)
             extra = f"   theory {predicted:.8g}" if isinstance(predicted, float) else ""
             print(f"  {key:<16} {value:.8g}{extra}")
+        if result["metrics_note"]:
+            print(f"  metrics: none ({result['metrics_note']})")
         for name, report in reports.items():
             r = report.as_dict()
             print(
@@ -137,10 +217,22 @@ def _emit(
     return 0 if result["converged"] else EXIT_NOT_CONVERGED
 
 
+def _metric_fields(sol: UFMSolution | ExtendedSolution, metrics: Any) -> dict[str, Any]:
+    """``metrics`` (None for the zero solution) and the note saying why it is None."""
+    note = None
+    if sol.zero_solution:
+        note = (
+            "the solution is W = H = 0 (largest |logit| "
+            f"{sol.largest_logit:.1e}): its class means coincide, so NC metrics are undefined"
+        )
+    return {"metrics": metrics, "metrics_note": note}
+
+
 def _run_fields(sol: UFMSolution | ExtendedSolution) -> dict[str, Any]:
     """Where the solver stopped: the fields both models' JSON share."""
     return {
         "converged": sol.converged,
+        "zero_solution": sol.zero_solution,
         "objective": sol.objective,
         "gradient_norm": sol.gradient_norm,
         "iterations": sol.iterations,
@@ -153,7 +245,7 @@ def _ufm_result(
     args: argparse.Namespace,
 ) -> tuple[dict[str, Any], Prediction | None, str | None, dict[str, CollapseReport]]:
     model = UFM(
-        make_loss(args.loss, smoothing=args.smoothing, gamma=args.gamma),
+        _loss(args, args.loss),
         args.classes,
         args.per_class,
         args.dim,
@@ -166,7 +258,7 @@ def _ufm_result(
     )
     pred, note = _theory(model)
     sol = model.solve(**_solver_kwargs(args))
-    report = sol.metrics()
+    reports = {} if sol.zero_solution else {"H": sol.metrics()}
     theory = None
     if pred is not None:
         theory = {
@@ -186,9 +278,9 @@ def _ufm_result(
         "theory": theory,
         "theory_note": note,
         "solution": sol.summary(),
-        "metrics": report.as_dict(),
+        **_metric_fields(sol, {k: r.as_dict() for k, r in reports.items()}.get("H")),
     }
-    return result, pred, note, {"H": report}
+    return result, pred, note, reports
 
 
 def _extended_result(
@@ -204,11 +296,12 @@ def _extended_result(
         (args.lambda_w1,) * args.depth,
         args.lambda_h1,
         activation=args.activation,
+        loss=_loss(args, "mse"),
         convention=args.convention,
     )
     pred, note = _theory(model)
     sol = model.solve(**_solver_kwargs(args))
-    reports = sol.metrics()
+    reports = {} if sol.zero_solution else sol.metrics()
     theory = None
     if pred is not None:
         theory = {"objective": pred.objective, "geometry": pred.geometry, **pred.extra}
@@ -221,7 +314,7 @@ def _extended_result(
         "theory": theory,
         "theory_note": note,
         "solution": sol.summary(),
-        "metrics": {name: r.as_dict() for name, r in reports.items()},
+        **_metric_fields(sol, {name: r.as_dict() for name, r in reports.items()} or None),
     }
     return result, pred, note, reports
 
@@ -229,13 +322,28 @@ def _extended_result(
 _BUILDERS = {"ufm": _ufm_result, "extended-ufm": _extended_result}
 
 
+def _build(
+    args: argparse.Namespace,
+) -> tuple[dict[str, Any], Prediction | None, str | None, dict[str, CollapseReport]]:
+    flags = {**_FLAGS, "lambda_w": "--lambda-w2", "lambda_h": "--lambda-h1"}
+    if args.model == "ufm":
+        flags = _FLAGS
+    else:
+        flags.update({f"lambda_hidden[{i}]": "--lambda-w1" for i in range(1, args.depth + 1)})
+    try:
+        return _BUILDERS[args.model](args)
+    except ValueError as err:
+        raise _with_flag(err, flags) from None
+
+
 def _cmd_solve(args: argparse.Namespace) -> int:
-    return _emit(args, *_BUILDERS[args.model](args))
+    return _emit(args, *_build(args))
 
 
 def solve_to_dict(argv: Sequence[str]) -> dict[str, Any]:
     """Solve the model that ``nclab solve ARGV...`` describes and return the object that
-    ``nclab solve ARGV... --json`` prints (non-finite floats as None).
+    ``nclab solve ARGV... --json`` prints (non-finite floats as None, their paths listed under
+    ``non_finite``).
 
     ``argv`` starts with the model's name, e.g. ``["ufm", "--loss", "mse", "--classes", "4",
     ...]``; bad arguments raise ValueError naming the flag.
@@ -251,5 +359,4 @@ def solve_to_dict(argv: Sequence[str]) -> dict[str, Any]:
         raise ValueError(
             f"solve arguments {list(argv)}: {lines[-1] if lines else 'invalid'}"
         ) from None
-    result: dict[str, Any] = _finite(_BUILDERS[args.model](args)[0])
-    return result
+    return _json_object(_build(args)[0])

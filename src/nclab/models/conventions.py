@@ -40,6 +40,8 @@ def _check_convention(convention: str) -> None:
 
 def check_penalty(name: str, value: float, *, positive: bool) -> float:
     """Validate a regularization strength (positive, or non-negative for a bias)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name}: expected a number, got {type(value).__name__} {value!r}")
     value = float(value)
     if not math.isfinite(value) or value < 0.0:
         raise ValueError(f"{name}: expected a non-negative number, got {value!r}")

@@ -36,9 +36,15 @@ from scipy import optimize
 from nclab.losses import Loss
 from nclab.metrics import CollapseReport, measure
 from nclab.models.conventions import check_penalty, to_standard_feature, to_standard_weight
-from nclab.models.solvers import minimize, multistart
+from nclab.models.solvers import Candidate, check_solver_options, minimize, multistart
 from nclab.models.theory import Prediction
-from nclab.models.ufm import _check_size, class_labels
+from nclab.models.ufm import (
+    ZERO_LOGITS,
+    _check_size,
+    check_start,
+    class_labels,
+    zero_metrics_error,
+)
 
 __all__ = ["ACTIVATIONS", "ExtendedSolution", "ExtendedUFM", "extended_root"]
 
@@ -76,6 +82,18 @@ class ExtendedSolution:
     restart_objectives: list[float] = field(default_factory=list)
     path: list[dict[str, float]] = field(default_factory=list)
 
+    @property
+    def largest_logit(self) -> float:
+        """max |W_{L+1} H_{L+1}| over the entries, relative to the loss's target scale."""
+        z = self.weights[-1] @ self.features[-1]
+        return float(z.abs().max()) / self.model.loss.target_scale
+
+    @property
+    def zero_solution(self) -> bool:
+        """Whether the solution is the zero point (every logit below :data:`ZERO_LOGITS` times
+        the target scale): the minimizer beyond the threshold; its NC metrics are undefined."""
+        return self.largest_logit <= ZERO_LOGITS
+
     def summary(self) -> dict[str, float]:
         """Mean ‖h̄_{l,k}‖² per feature layer (h1_norm_sq, h2_norm_sq, ...), the classifier's mean
         ‖w_k‖² (w{L+1}_norm_sq) and ‖W_l‖²_F of the hidden weights (w{l}_fro_sq)."""
@@ -93,7 +111,10 @@ class ExtendedSolution:
         return out
 
     def metrics(self, **options: Any) -> dict[str, CollapseReport]:
-        """The NC report of each feature layer ("H1", "H2", ...); the last one with W_{L+1}."""
+        """The NC report of each feature layer ("H1", "H2", ...); the last one with W_{L+1}.
+        ValueError for the zero solution, whose class means coincide."""
+        if self.zero_solution:
+            raise zero_metrics_error(self.largest_logit)
         m = self.model
         labels = class_labels(m.num_classes, m.per_class, self.features[0].device)
         reports = {}
@@ -130,6 +151,10 @@ class ExtendedUFM:
     convention: str = "standard"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.loss, Loss):
+            raise ValueError(
+                f"loss: expected a nclab.losses.Loss (make_loss(name, ...)), got {self.loss!r}"
+            )
         _check_size("num_classes", self.num_classes, 2)
         _check_size("per_class", self.per_class, 1)
         _check_size("dim", self.dim, 1)
@@ -186,10 +211,23 @@ class ExtendedUFM:
         return value + 0.5 * lh * h1.square().sum()
 
     def theory(self) -> Prediction:
-        """The closed form of the module docstring (MSE; linear any depth, ReLU for L = 1)."""
+        """The closed form of the module docstring (MSE; linear any depth, ReLU for L = 1).
+
+        A target scale M (ℓ = ½‖z - M e_y‖², ``target_scale``) is a rescaling: with every
+        factor multiplied by M^{1/m}, F(λ) = M² F_plain(λ M^{2/m - 2}), so the objective is M²
+        times the plain one at λ's scaled by M^{2/m-2}, and every squared norm is M^{2/m} times
+        its plain value (the products of l factors M^{2l/m}). A target weight k ≠ 1 weights the
+        target entry differently from the others and breaks the unitary invariance the
+        derivation rests on: refused.
+        """
         if self.loss.name != "mse":
             raise ValueError(
                 f"loss: the extended-model closed form is for MSE, got {self.loss.name!r}"
+            )
+        if self.loss.target_weight != 1.0:
+            raise ValueError(
+                "loss: the extended-model closed form covers the MSE target scale M but not a "
+                f"target weight k != 1 (got k = {self.loss.target_weight:g})"
             )
         if self.activation == "relu" and self.depth != 1:
             raise ValueError("activation: the ReLU closed form is derived for one hidden layer")
@@ -197,16 +235,19 @@ class ExtendedUFM:
         if d < k:
             raise ValueError(f"dim: the extended-model theorem needs d >= K = {k}, got {d}")
         lw, lhid, lh = self.standard_penalties()
-        lams = [lw, *lhid, lh]
-        m = len(lams)
+        m = self.depth + 2
+        big_m = self.loss.target_scale
+        shrink = big_m ** (2.0 / m - 2.0)
+        lams = [x * shrink for x in (lw, *lhid, lh)]
         big_lambda = math.exp(sum(math.log(x) for x in lams) / m)
         delta = k * n ** (1.0 / m) * big_lambda
         p = extended_root(delta, m)
         if p < (m - 2) / (m - 1):
             p = 0.0
-        value = (1 - p) ** 2 / 2 + (m / 2) * delta * p ** (2.0 / m)
+        value = big_m**2 * ((1 - p) ** 2 / 2 + (m / 2) * delta * p ** (2.0 / m))
         sigma_pow = (p * math.sqrt(n)) ** (2.0 / m) * big_lambda  # a_i² λ_i, common to factors
-        a_sq = [sigma_pow / lam for lam in lams]  # classifier, W_1..W_L, H_1
+        factor_sq = big_m ** (2.0 / m)  # each factor carries M^{1/m}
+        a_sq = [factor_sq * sigma_pow / lam for lam in lams]  # classifier, W_1..W_L, H_1
         extra: dict[str, float] = {"p": p, "delta": delta}
         h_sq = a_sq[-1] / n
         extra["h1_norm_sq"] = h_sq
@@ -247,13 +288,14 @@ class ExtendedUFM:
         dtype: torch.dtype = torch.float64,
         tol: float = 1e-8,
         max_iter: int = 20_000,
-        lr: float = 0.1,
-        momentum: float = 0.0,
+        lr: float | None = None,
+        momentum: float | None = None,
         init_scale: float = 0.3,
         record_every: int = 0,
         continuation: tuple[float, ...] = (0.05, 0.3),
     ) -> ExtendedSolution:
-        """Minimize F from ``restarts`` random starts; keep the best converged one.
+        """Minimize F from ``restarts`` random starts and keep the lowest objective, which
+        reports its own ``converged``; ``lr`` / ``momentum`` are ``method="gd"``'s.
 
         The landscape has a local minimum for every subset of the K singular directions of W H
         switched off (each direction's value (1-p)²/2 + (m/2)δ p^{2/m} has a local minimum at
@@ -261,8 +303,29 @@ class ExtendedUFM:
         non-zero branch by continuation: it solves the problem with every λ multiplied by the
         factors in ``continuation`` (increasing; where all K directions are strongly active) and
         warm-starts the next. ``continuation=()`` gives plain random restarts.
+
+        W = H = 0 is always a candidate too, evaluated as it is: its gradient is exactly 0 and,
+        with at least one hidden layer (m >= 3 factors), it is a strict local minimum (the
+        penalty is quadratic there while the loss changes only at order m), and beyond the
+        threshold the global one.
         """
         _check_size("restarts", restarts, 1)
+        check_start(seed, init_scale)
+        check_solver_options(
+            method=method,
+            tol=tol,
+            max_iter=max_iter,
+            lr=lr,
+            momentum=momentum,
+            record_every=record_every,
+        )
+        if not isinstance(continuation, tuple) or not all(
+            isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f < math.inf
+            for f in continuation
+        ):
+            raise ValueError(
+                f"continuation: expected a tuple of finite factors > 0, got {continuation!r}"
+            )
         gen = torch.Generator().manual_seed(seed)
         depth = self.depth
 
@@ -294,14 +357,12 @@ class ExtendedUFM:
                 start = minimize(start, easier_fn, tol=max(tol, 1e-6), **options).params
             return start
 
-        # W = H = 0 is always a stationary point (every term of the gradient has a zero factor),
-        # and beyond the threshold it is the global minimizer: it is one more candidate.
-        zeros = [torch.zeros_like(p) for p in self.initial_point(gen, device, dtype, 0.0)]
+        zeros = [torch.zeros_like(p) for p in self.initial_point(gen, device, dtype, 1.0)]
         best, results = multistart(
             (self.initial_point(gen, device, dtype, init_scale) for _ in range(restarts)),
             fn,
             warm_up=follow_branch,
-            extra_starts=[zeros],
+            candidates=[Candidate(zeros, "zero point (a strict local minimum, evaluated)")],
             tol=tol,
             record_every=record_every,
             recorder=recorder if record_every else None,

@@ -8,11 +8,16 @@
   bounds), for studying dynamics; stopped on the same gradient norm or after ``max_iter`` steps.
 
 A run that stops without meeting the tolerance says so (``converged=False``); nothing downstream
-presents it as the optimum.
+presents it as the optimum. A run that took no step is never called converged, even where its start
+already meets the tolerance (a start at a stationary point such as W = H = 0 proves nothing about the
+minimum): only a candidate evaluated on purpose (:class:`Candidate`, e.g. the zero point of a model
+where it is a local minimum by a theorem) is judged by its gradient norm alone. Among several runs the
+one with the lowest objective is returned, converged or not, and reports its own status.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +25,15 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["METHODS", "SolverResult", "minimize", "multistart"]
+__all__ = [
+    "METHODS",
+    "Candidate",
+    "SolverResult",
+    "check_solver_options",
+    "evaluate",
+    "minimize",
+    "multistart",
+]
 
 METHODS: tuple[str, ...] = ("lbfgs", "gd")
 
@@ -41,6 +54,17 @@ class SolverResult:
     path: list[dict[str, float]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """A point evaluated as it is (no step taken), with the reason it may stand as a solution.
+
+    ``reason`` is recorded as the result's method, e.g. ``"zero (local minimum, Thm ...)"``.
+    """
+
+    params: list[torch.Tensor]
+    reason: str
+
+
 def _result(
     params: Sequence[torch.Tensor],
     value: torch.Tensor,
@@ -49,14 +73,58 @@ def _result(
     tol: float,
     method: str,
 ) -> SolverResult:
+    finite = math.isfinite(float(value)) and math.isfinite(norm)
     return SolverResult(
         params=[p.detach() for p in params],
         objective=float(value),
         gradient_norm=norm,
         iterations=iterations,
-        converged=norm <= tol,
+        converged=finite and iterations > 0 and norm <= tol,
         method=method,
     )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_solver_options(
+    *,
+    method: str,
+    tol: float,
+    max_iter: int,
+    lr: float | None,
+    momentum: float | None,
+    record_every: int = 0,
+) -> tuple[float, float]:
+    """Validate the solver's options; returns (lr, momentum) with gd's defaults (0.1, 0).
+
+    ``lr`` and ``momentum`` belong to ``gd``: given (not None) with ``lbfgs`` they would be
+    ignored, so they are refused.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+    if not _is_number(tol) or not (0 < tol < math.inf):
+        raise ValueError(f"tol: expected a finite gradient-norm tolerance > 0, got {tol!r}")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+        raise ValueError(f"max_iter: expected an integer >= 1, got {max_iter!r}")
+    if isinstance(record_every, bool) or not isinstance(record_every, int) or record_every < 0:
+        raise ValueError(f"record_every: expected an integer >= 0, got {record_every!r}")
+    if method != "gd":
+        for name, value in (("lr", lr), ("momentum", momentum)):
+            if value is not None:
+                raise ValueError(
+                    f"{name}: only method='gd' takes a {name} (L-BFGS chooses its steps by a line "
+                    f"search), got {name}={value!r} with method={method!r}"
+                )
+        return 0.1, 0.0
+    lr = 0.1 if lr is None else lr
+    momentum = 0.0 if momentum is None else momentum
+    if not _is_number(lr) or not (0 < lr < math.inf):
+        raise ValueError(f"lr: expected a finite step > 0, got {lr!r}")
+    if not _is_number(momentum) or not (0.0 <= momentum < 1.0):
+        raise ValueError(f"momentum: expected a value in [0, 1), got {momentum!r}")
+    return float(lr), float(momentum)
 
 
 def _value_and_grad(
@@ -87,8 +155,8 @@ def minimize(
     method: str = "lbfgs",
     tol: float = 1e-8,
     max_iter: int = 20_000,
-    lr: float = 0.1,
-    momentum: float = 0.0,
+    lr: float | None = None,
+    momentum: float | None = None,
     bounded: Sequence[bool] | None = None,
     record_every: int = 0,
     recorder: Recorder | None = None,
@@ -101,15 +169,20 @@ def minimize(
     fn : the objective, a scalar tensor function of ``params``.
     method : ``"lbfgs"`` or ``"gd"``.
     tol : stop when the (projected) gradient norm is at most ``tol``.
-    max_iter : most iterations (L-BFGS iterations, or gradient steps).
-    lr, momentum : step and heavy-ball momentum of ``gd``.
+    max_iter : most iterations (L-BFGS iterations, or gradient steps), >= 1.
+    lr, momentum : step and heavy-ball momentum of ``gd`` (default 0.1 and 0; refused with
+        ``lbfgs``, which would ignore them).
     bounded : per tensor, whether it is constrained to be >= 0.
     record_every : call ``recorder(iteration, params)`` every this many iterations (0: never).
     """
-    if method not in METHODS:
-        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
-    if not tol > 0:
-        raise ValueError(f"tol: expected a positive tolerance, got {tol!r}")
+    lr, momentum = check_solver_options(
+        method=method,
+        tol=tol,
+        max_iter=max_iter,
+        lr=lr,
+        momentum=momentum,
+        record_every=record_every,
+    )
     bounds = list(bounded) if bounded is not None else [False] * len(params)
     ps = [p.detach().clone().requires_grad_(True) for p in params]
     for p, b in zip(ps, bounds, strict=True):
@@ -132,20 +205,42 @@ def minimize(
     return result
 
 
+def evaluate(
+    candidate: Candidate, fn: Objective, *, tol: float, bounded: Sequence[bool] | None = None
+) -> SolverResult:
+    """The objective and (projected) gradient norm at ``candidate`` as it is: converged when the
+    norm is at most ``tol`` (the candidate's reason says why it may stand as a solution)."""
+    ps = [p.detach().clone().requires_grad_(True) for p in candidate.params]
+    value, grads = _value_and_grad(fn, ps)
+    norm = _projected_norm(ps, grads, list(bounded) if bounded else [False] * len(ps))
+    finite = math.isfinite(float(value)) and math.isfinite(norm)
+    return SolverResult(
+        params=[p.detach() for p in ps],
+        objective=float(value),
+        gradient_norm=norm,
+        iterations=0,
+        converged=finite and norm <= tol,
+        method=candidate.reason,
+    )
+
+
 def multistart(
     starts: Iterable[list[torch.Tensor]],
     fn: Objective,
     *,
     warm_up: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None,
-    extra_starts: Sequence[list[torch.Tensor]] = (),
+    candidates: Sequence[Candidate] = (),
     **options: Any,
 ) -> tuple[SolverResult, list[SolverResult]]:
-    """:func:`minimize` from each start (after ``warm_up``, if given) and from each of
-    ``extra_starts`` as they are; returns the best result (converged first, then the lowest
-    objective) and all of them."""
+    """:func:`minimize` from each start (after ``warm_up``, if given), and each of ``candidates``
+    evaluated as it is; returns the result with the lowest finite objective (whatever its
+    ``converged``, which it reports for itself) and all of them."""
     results = [minimize(warm_up(s) if warm_up else s, fn, **options) for s in starts]
-    results += [minimize(s, fn, **options) for s in extra_starts]
-    best = min(results, key=lambda r: (not r.converged, r.objective))
+    results += [
+        evaluate(c, fn, tol=options.get("tol", 1e-8), bounded=options.get("bounded"))
+        for c in candidates
+    ]
+    best = min(results, key=lambda r: r.objective if math.isfinite(r.objective) else math.inf)
     return best, results
 
 
@@ -159,10 +254,6 @@ def _gradient_descent(
     bounds: list[bool],
     record: Callable[[int], None],
 ) -> SolverResult:
-    if not lr > 0:
-        raise ValueError(f"lr: expected a positive step, got {lr!r}")
-    if not 0.0 <= momentum < 1.0:
-        raise ValueError(f"momentum: expected a value in [0, 1), got {momentum!r}")
     velocity = [torch.zeros_like(p) for p in ps]
     iteration = 0
     value, grads = _value_and_grad(fn, ps)

@@ -25,6 +25,8 @@ Results (c = K √(n λ_W λ_H) throughout):
   singular values √n: WH̃ = (1-c)_+ (Y - 11ᵀ/K), the class means form a simplex ETF with
   ‖h̄_k‖² = (1-c)(K-1)/K·√(λ_W/(nλ_H)), ‖w_k‖² = (1-c)(K-1)/K·√(nλ_H/λ_W), value
   (K-1)/K·(c - c²/2); for c >= 1, W = H = 0 and value (K-1)/(2K).
+* **Rescaled MSE** (Hui & Belkin 2021; ``target_scale`` M, ``target_weight`` k): the same two
+  cases with the thresholds and values of :func:`mse_prediction` (M = k = 1 gives the above).
 * **CE, label smoothing, focal** (d >= K-1; bias optional). The minimizer is a simplex ETF with
   h̄_k = s w_k, s = √(λ_W/(nλ_H)), and logits with a common gap (margin) m between the target and
   every other class. With a = ‖w_k‖, m = s a² K/(K-1) and the penalty is λ_W K a², so
@@ -110,21 +112,61 @@ def _c(num_classes: int, per_class: int, lambda_w: float, lambda_h: float) -> fl
 
 
 def mse_prediction(
-    num_classes: int, per_class: int, lambda_w: float, lambda_h: float, bias: bool
+    num_classes: int,
+    per_class: int,
+    lambda_w: float,
+    lambda_h: float,
+    bias: bool,
+    target_scale: float = 1.0,
+    target_weight: float = 1.0,
 ) -> Prediction:
-    """MSE UFM without bias (orthogonal frame) or with an unregularized bias (simplex ETF)."""
+    """MSE UFM without bias (orthogonal frame) or with an unregularized bias (simplex ETF), for
+    the rescaled MSE ℓ = ½[k (z_y - M)² + Σ_{j≠y} z_j²] (M = ``target_scale``, k =
+    ``target_weight``; M = k = 1 is the plain MSE of the module docstring).
+
+    Derivation (c = K√(nλ_Wλ_H); collapse holds for any convex loss, since each h_i minimizes a
+    strictly convex function given W). Over the class-mean logits Z̄ = W H̄ (K x K, any matrix
+    when d >= K) the problem is convex: (1/(2K))[k Σ_c (Z̄_cc - M)² + Σ_{j≠c} Z̄_jc²] +
+    (c/K)‖Z̄‖_*, and invariant under relabelling the classes, so it has a minimizer of the form
+    αI + β11ᵀ, checked by the subgradient conditions:
+
+    * no bias: Z̄ = t I with t = M - c/k when c < kM (value cM - c²/(2k)); else Z̄ = 0 (value
+      kM²/2). Class means form an orthogonal frame with ‖h̄_k‖² = t√(λ_W/(nλ_H)),
+      ‖w_k‖² = t√(nλ_H/λ_W).
+    * unregularized bias: Z̄ = a(I - 11ᵀ/K), b = (c + a)/K·1, with a = M - γ,
+      γ = c(k + K - 1)/(kK), when γ < M: value κ(γM - γ²/2), κ = k(K - 1)/(k + K - 1); else
+      Z̄ = 0, b = kM/(k + K - 1)·1, value κM²/2. Simplex ETF means with
+      ‖h̄_k‖² = (K-1)/K·a√(λ_W/(nλ_H)), ‖w_k‖² = (K-1)/K·a√(nλ_H/λ_W).
+
+    For M = k = 1 these are the formulas of the module docstring (γ = c, κ = (K-1)/K, b = 1/K).
+    """
     k, n = num_classes, per_class
+    big_m, kw = target_scale, target_weight
     c = _c(k, n, lambda_w, lambda_h)
-    shrink = max(0.0, 1.0 - c)
-    scale = (k - 1) / k if bias else 1.0
-    value = scale * (c - c * c / 2.0) if c < 1.0 else scale / 2.0
-    geometry = "zero" if c >= 1.0 else ("simplex_etf" if bias else "orthogonal_frame")
+    if bias:
+        kappa = kw * (k - 1) / (kw + k - 1)
+        gamma = c * (kw + k - 1) / (kw * k)
+        logit_gap = max(0.0, big_m - gamma)
+        value = (
+            kappa * (gamma * big_m - gamma * gamma / 2.0)
+            if gamma < big_m
+            else kappa * big_m**2 / 2.0
+        )
+        bias_value = (c + logit_gap) / k if logit_gap > 0 else kw * big_m / (kw + k - 1)
+        scale = (k - 1) / k
+    else:
+        logit_gap = max(0.0, big_m - c / kw)
+        value = c * big_m - c * c / (2.0 * kw) if logit_gap > 0 else kw * big_m**2 / 2.0
+        scale = 1.0
+    geometry = "zero" if logit_gap == 0.0 else ("simplex_etf" if bias else "orthogonal_frame")
     return Prediction(
         objective=value,
         geometry=geometry,
-        feature_norm_sq=scale * shrink * math.sqrt(lambda_w / (n * lambda_h)),
-        weight_norm_sq=scale * shrink * math.sqrt(n * lambda_h / lambda_w),
-        bias=1.0 / k if bias else None,
+        feature_norm_sq=scale * logit_gap * math.sqrt(lambda_w / (n * lambda_h))
+        if logit_gap
+        else 0.0,
+        weight_norm_sq=scale * logit_gap * math.sqrt(n * lambda_h / lambda_w) if logit_gap else 0.0,
+        bias=bias_value if bias else None,
         extra={"c": c},
     )
 
@@ -180,11 +222,12 @@ def softmax_prediction(
     kappa = (k - 1) * math.sqrt(n * lambda_w * lambda_h)
     m = equiangular_margin(loss, kappa, k)
     s = math.sqrt(lambda_w / (n * lambda_h))
-    a_sq = m * (k - 1) / (s * k)
+    # at the zero solution (m = 0) the norms are 0 even where s underflows or overflows
+    a_sq = m * (k - 1) / (s * k) if m > 0 else 0.0
     return Prediction(
         objective=loss.equiangular(m, k) + kappa * m,
         geometry="simplex_etf" if m > 0 else "zero",
-        feature_norm_sq=s * s * a_sq,
+        feature_norm_sq=s * s * a_sq if m > 0 else 0.0,
         weight_norm_sq=a_sq,
         margin=m,
         bias=0.0 if bias and lambda_b > 0 else None,
@@ -200,8 +243,8 @@ def nonneg_prediction(
     big_n = k * n
     kappa = math.sqrt(k * (k - 1) * n * lambda_w * lambda_h)
     m = equiangular_margin(loss, kappa, k)
-    r_sq = m * math.sqrt(lambda_w * (k - 1) / (lambda_h * big_n))
-    a_sq = m * math.sqrt(lambda_h * big_n / (lambda_w * (k - 1)))
+    r_sq = m * math.sqrt(lambda_w * (k - 1) / (lambda_h * big_n)) if m > 0 else 0.0
+    a_sq = m * math.sqrt(lambda_h * big_n / (lambda_w * (k - 1))) if m > 0 else 0.0
     return Prediction(
         objective=loss.equiangular(m, k) + kappa * m,
         geometry="orthogonal_frame" if m > 0 else "zero",

@@ -13,6 +13,7 @@ al., ICLR 2023: features after a ReLU). The ``tirer`` convention is accepted and
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,9 +23,21 @@ from nclab.losses import Loss
 from nclab.metrics import CollapseReport, measure
 from nclab.models import theory
 from nclab.models.conventions import check_penalty, to_standard_feature, to_standard_weight
-from nclab.models.solvers import multistart
+from nclab.models.solvers import check_solver_options, multistart
 
-__all__ = ["UFM", "UFMSolution", "class_labels"]
+__all__ = ["UFM", "ZERO_LOGITS", "UFMSolution", "check_start", "class_labels", "zero_metrics_error"]
+
+# A solution whose logits W H (bias excluded) are all below this, relative to the loss's target
+# scale, is the zero solution W = H = 0 reached to the solver's tolerance: its class means
+# coincide up to rounding, and NC metrics of it would measure the rounding, not a geometry.
+ZERO_LOGITS = 1e-6
+
+
+def zero_metrics_error(largest_logit: float) -> ValueError:
+    return ValueError(
+        f"metrics: the solution is the zero point W = H = 0 (largest |logit| {largest_logit:.1e}): "
+        "its class means coincide, so the NC metrics are undefined (zero_solution is True)"
+    )
 
 
 def class_labels(
@@ -38,6 +51,28 @@ def _check_size(name: str, value: int, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
     return value
+
+
+def _check_flag(name: str, value: bool) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}: expected True or False, got {value!r}")
+    return value
+
+
+def check_start(seed: int, init_scale: float) -> None:
+    """Validate a solve's seed (an integer in [0, 2**63)) and start scale (finite, > 0: from
+    W = H = 0, a stationary point of every model here, no step is ever taken)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed: expected an integer in [0, 2**63), got {seed!r}")
+    if (
+        isinstance(init_scale, bool)
+        or not isinstance(init_scale, (int, float))
+        or not 0 < init_scale < math.inf
+    ):
+        raise ValueError(
+            f"init_scale: expected a finite scale > 0 (W = H = 0 is a stationary point), "
+            f"got {init_scale!r}"
+        )
 
 
 @dataclass(frozen=True)
@@ -60,6 +95,18 @@ class UFMSolution:
         z = self.weight @ self.features
         return z + self.bias.unsqueeze(1) if self.bias is not None else z
 
+    @property
+    def largest_logit(self) -> float:
+        """max |W H| over the entries (the bias excluded), relative to the loss's target scale."""
+        return float((self.weight @ self.features).abs().max()) / self.model.loss.target_scale
+
+    @property
+    def zero_solution(self) -> bool:
+        """Whether the solver reached the zero point W = H = 0 (every |W H| entry below
+        :data:`ZERO_LOGITS` times the target scale): a minimizer beyond the regularization
+        threshold (e.g. c >= 1 for MSE), whose NC metrics are undefined."""
+        return self.largest_logit <= ZERO_LOGITS
+
     def summary(self) -> dict[str, float]:
         """feature_norm_sq (mean ‖h̄_k‖²), weight_norm_sq (mean ‖w_k‖²), margin (mean over
         samples of z_y - max_{j≠y} z_j), bias_mean."""
@@ -79,7 +126,10 @@ class UFMSolution:
         return out
 
     def metrics(self, **options: Any) -> CollapseReport:
-        """The NC report of the features (rows h_i) with the classifier (W, b)."""
+        """The NC report of the features (rows h_i) with the classifier (W, b); ValueError for
+        the zero solution, whose class means coincide."""
+        if self.zero_solution:
+            raise zero_metrics_error(self.largest_logit)
         m = self.model
         labels = class_labels(m.num_classes, m.per_class, self.features.device)
         return measure(self.features.T, labels, self.weight, self.bias, **options)
@@ -112,6 +162,12 @@ class UFM:
     convention: str = "standard"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.loss, Loss):
+            raise ValueError(
+                f"loss: expected a nclab.losses.Loss (make_loss(name, ...)), got {self.loss!r}"
+            )
+        _check_flag("bias", self.bias)
+        _check_flag("nonneg", self.nonneg)
         _check_size("num_classes", self.num_classes, 2)
         _check_size("per_class", self.per_class, 1)
         _check_size("dim", self.dim, 1)
@@ -167,7 +223,15 @@ class UFM:
             need = k - 1 if self.bias else k
             if d < need:
                 raise ValueError(f"dim: the MSE UFM theorem needs d >= {need}, got {d}")
-            return theory.mse_prediction(k, n, lw, lh, self.bias)
+            return theory.mse_prediction(
+                k,
+                n,
+                lw,
+                lh,
+                self.bias,
+                target_scale=self.loss.target_scale,
+                target_weight=self.loss.target_weight,
+            )
         if d < k - 1:
             raise ValueError(f"dim: the simplex-ETF theorem needs d >= K - 1 = {k - 1}, got {d}")
         return theory.softmax_prediction(self.loss, k, n, lw, lh, self.bias, lb)
@@ -199,17 +263,27 @@ class UFM:
         dtype: torch.dtype = torch.float64,
         tol: float = 1e-8,
         max_iter: int = 20_000,
-        lr: float = 0.1,
-        momentum: float = 0.0,
+        lr: float | None = None,
+        momentum: float | None = None,
         init_scale: float = 0.1,
         record_every: int = 0,
     ) -> UFMSolution:
-        """Minimize F from ``restarts`` random starting points; keep the best converged one.
+        """Minimize F from ``restarts`` random starting points; keep the lowest objective.
 
-        ``record_every`` > 0 records (iteration, objective, nc1, nc2_etf_means, nc3_duality)
-        along the path of the kept restart.
+        The kept run reports its own ``converged`` (gradient norm <= ``tol`` after at least one
+        step). ``lr`` / ``momentum`` are ``method="gd"``'s (default 0.1, 0). ``record_every`` > 0
+        records (iteration, objective, nc1, nc2_etf_means, nc3_duality) along the kept path.
         """
         _check_size("restarts", restarts, 1)
+        check_start(seed, init_scale)
+        check_solver_options(
+            method=method,
+            tol=tol,
+            max_iter=max_iter,
+            lr=lr,
+            momentum=momentum,
+            record_every=record_every,
+        )
         gen = torch.Generator().manual_seed(seed)
 
         def fn(params: Any) -> torch.Tensor:
