@@ -1,8 +1,13 @@
 """The typed, validated training configuration (YAML file, preset, ``key=value`` overrides).
 
-Sections and their keys are the dataclasses below; an unknown key or a value of the wrong type
-is an error that names the key. ``TrainConfig.to_dict()`` is what a run directory's
-``config.yaml`` holds, and a checkpoint from a different configuration refuses to resume.
+Sections and their keys are the dataclasses below. Every key is checked before anything runs:
+an unknown key, a value of the wrong type, a number that is not finite or outside its range, an
+unknown name or a rule between keys that is broken is a ``ValueError`` that names the key as a
+config file writes it (``optim.gamma``) and what was expected. A YAML file is read with plain
+values only; a key given twice, malformed YAML, a control character or bytes that are not UTF-8
+are errors that start with ``FILE:LINE:COLUMN:``. ``TrainConfig.to_dict()`` is what a run
+directory's ``config.yaml`` holds, and a checkpoint from a different configuration refuses to
+resume.
 """
 
 from __future__ import annotations
@@ -179,6 +184,8 @@ class RunConfig:
 
 @dataclass
 class TrainConfig:
+    """A training run's configuration: seven sections of keys (``section.key`` in overrides)."""
+
     data: DataConfig = field(default_factory=DataConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
