@@ -327,3 +327,19 @@ def test_track_keys_reach_the_metric_options() -> None:
 )
 def test_track_metric_keys_are_validated(override: str, message: str) -> None:
     assert refused([override]).startswith(message)
+
+
+def test_fingerprints_of_runs_written_before_the_new_keys_are_unchanged() -> None:
+    # The hashes the configuration gave before noise.convention and the track.* metric options
+    # existed (commit 802d2a4): a run written then still resumes; a non-default value changes it.
+    before = {
+        "smoke": "1ac6c061e665a7ea",
+        "cpu-mlp": "c210c9df723f92ed",
+        "cpu-cnn": "ae1048fce64afee3",
+        "gpu-resnet18-cifar10": "f96c64ce472ed80e",
+    }
+    assert TrainConfig().fingerprint() == "f29fd7604e1667f0"
+    for name, fingerprint in before.items():
+        assert preset(name).fingerprint() == fingerprint, name
+    for override in ["noise.convention=flip", "track.rank_rtol=1e-6", "track.global_mean=class"]:
+        assert apply_overrides(preset("smoke"), [override]).fingerprint() != before["smoke"]

@@ -44,6 +44,13 @@ __all__ = [
 # fingerprint, so a run may be resumed with another cadence.
 _CADENCE = ("progress", "checkpoint_every", "checkpoint_seconds", "threads")
 
+# Keys added after runs had been written: at its default, each describes what those runs did, so
+# it is left out of the fingerprint there and a run written before it existed still resumes.
+_ADDED_KEYS = {
+    "noise": ("convention",),
+    "track": ("global_mean", "within_class", "center_weights", "rank_rtol", "drop_empty_classes"),
+}
+
 
 @dataclass
 class DataConfig:
@@ -202,6 +209,11 @@ class TrainConfig:
         cadence excluded)."""
         d = self.to_dict()
         d["run"] = {k: v for k, v in d["run"].items() if k not in _CADENCE}
+        defaults = TrainConfig().to_dict()
+        for section, keys in _ADDED_KEYS.items():
+            for key in keys:
+                if d[section][key] == defaults[section][key]:
+                    del d[section][key]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
