@@ -50,6 +50,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+import nclab.train.evaluation as evaluation_module
 import nclab.train.table as table_module
 import nclab.train.trainer as trainer_module
 from nclab.train.config import TrainConfig, apply_overrides
@@ -240,10 +241,10 @@ def phases(name: str, base: list[str], epochs: int, source: str, n_test: int) ->
 
     with contextlib.ExitStack() as stack:
         stack.enter_context(_timing(trainer_module, "checkpoint_due", log, "end"))
-        stack.enter_context(_timing(trainer_module, "_evaluate_epoch", log, "measure"))
-        stack.enter_context(_timing(trainer_module._EpochStore, "add", log, "measure"))
+        stack.enter_context(_timing(evaluation_module, "evaluate_epoch", log, "measure"))
+        stack.enter_context(_timing(evaluation_module.EpochStore, "add", log, "measure"))
         stack.enter_context(_timing(table_module.MetricsFile, "add", log, "measure"))
-        stack.enter_context(_timing(trainer_module, "evaluate", log, "test", on_test))
+        stack.enter_context(_timing(evaluation_module, "evaluate", log, "test", on_test))
         with tempfile.TemporaryDirectory() as tmp:
             train(cfg, Path(tmp) / "run")
     ends = [end for label, _, end in log if label == "end"]

@@ -146,7 +146,9 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_table_and_the_run_resumes(
     with pytest.raises(OSError, match="No space left"):
         train(smoke(*overrides), run)
     monkeypatch.setattr(os, "fsync", fsync)
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.yaml", "metrics.csv"]
+    # The lock file stays (emptying it would race with a next run taking it); nothing else.
+    files = sorted(p.name for p in run.iterdir())
+    assert files == [".lock", "checkpoint.pt", "config.yaml", "metrics.csv"]
     assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 2
     ref_lines = (tmp_path / "ref" / "metrics.csv").read_text().splitlines(keepends=True)
     rows_per_epoch = (len(ref_lines) - 1) // 5
