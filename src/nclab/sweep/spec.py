@@ -39,7 +39,7 @@ __all__ = ["SOLVE_MODELS", "SweepSpec", "Trial", "load_spec", "parse_spec", "tri
 
 SOLVE_MODELS = ("ufm", "extended-ufm")
 SPEC_KEYS = ("base", "grid", "zip", "seeds", "set", "resources", "select")
-_NAME_CHARS = re.compile(r"[^A-Za-z0-9._=+-]")
+_NAME_CHARS = re.compile(r"[^A-Za-z0-9._=+,-]")
 _READABLE_MAX = 80
 
 
@@ -105,7 +105,7 @@ class SweepSpec:
 
 def trial_name(key: dict[str, Any]) -> str:
     """The run directory name of a trial: its ``key=value`` pairs joined by commas (characters
-    other than letters, digits and ``._=+-`` replaced by ``_``, cut at 80 characters) and 8
+    other than letters, digits and ``._=+,-`` replaced by ``_``, cut at 80 characters) and 8
     hex digits of the SHA-256 of the key's JSON, which keeps names distinct when the readable
     part is not (``a/b`` and ``a_b``) and stable across runs and machines."""
     readable = ",".join(f"{k}={_text(v)}" for k, v in key.items()) or "trial"
@@ -191,7 +191,13 @@ def parse_spec(data: Any, root: str | Path = ".") -> SweepSpec:
         select_mode=mode,
     )
     builder = _SolveBuilder(base) if spec.kind == "solve" else _TrainBuilder(base, Path(root))
-    trials = [builder.trial(key, spec.set) for key in _keys(spec)]
+    where = {
+        **{k: "set" for k in spec.set},
+        **{k: "grid" for k in spec.grid},
+        **{k: f"zip[{i}]" for i, group in enumerate(spec.zip) for k in group},
+        "seed": "seeds",
+    }
+    trials = [builder.trial(key, spec.set, where) for key in _keys(spec)]
     _check_duplicates(trials)
     spec.trials = trials
     return spec
@@ -322,17 +328,18 @@ class _TrainBuilder:
             except ValueError as err:
                 raise ValueError(f"base: {path}: {err}") from None
 
-    def trial(self, key: dict[str, Any], fixed: dict[str, Any]) -> Trial:
+    def trial(self, key: dict[str, Any], fixed: dict[str, Any], where: dict[str, str]) -> Trial:
         from nclab.train.config import apply_overrides
 
         cfg = copy.deepcopy(self.base)
         values = {**fixed, **{("run.seed" if k == "seed" else k): v for k, v in key.items()}}
-        for name, value in values.items():
-            where = "set" if name in fixed else ("seeds" if name == "run.seed" else "grid")
-            try:
-                apply_overrides(cfg, [f"{name}={_override_text(value)}"])
-            except ValueError as err:
-                raise ValueError(f"{where}: {err}") from None
+        # All at once: the config's checks across keys see the trial's whole configuration.
+        try:
+            apply_overrides(cfg, [f"{k}={_override_text(v)}" for k, v in values.items()])
+        except ValueError as err:
+            named = str(err).split(":", 1)[0]
+            section = where.get("seed" if named == "run.seed" else named, "spec")
+            raise ValueError(f"{section}: {err} (trial {json.dumps(key)})") from None
         cfg.run.progress = False
         return Trial(
             name=trial_name(key),
@@ -358,11 +365,10 @@ class _SolveBuilder:
             if opt.startswith("--") and action.dest not in ("help", "json")
         }
 
-    def trial(self, key: dict[str, Any], fixed: dict[str, Any]) -> Trial:
+    def trial(self, key: dict[str, Any], fixed: dict[str, Any], where: dict[str, str]) -> Trial:
         argv = [self.model]
         for name, value in {**fixed, **key}.items():
-            where = "set" if name in fixed else ("seeds" if name == "seed" else "grid")
-            argv += self._flag(where, str(name), value)
+            argv += self._flag(where[name], str(name), value)
         message = io.StringIO()
         try:
             with contextlib.redirect_stderr(message):
