@@ -1,5 +1,6 @@
 # Two set-up commands for a fresh machine (see README): `make demo` and `make test`.
-# Both create .venv and install the package with the pins of constraints.txt (CPU torch).
+# Both create .venv and install the package with the pins of constraints.txt (CPU torch),
+# with the ray extra so that the tests run the Ray executor on a local instance.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,7 +11,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,ray]'
 	touch $(STAMP)
 
 install: $(STAMP)
