@@ -1,9 +1,10 @@
-"""Property-based tests of `nclab train`'s configuration: generated values for every key, and
-mutated and random YAML files. Each case ends in a valid config or a ValueError of one line that
-names the key (or the file, line and column); nothing else escapes.
+"""Property-based tests of `nclab train`'s configuration: generated values for every key, the
+same as ``key=value`` overrides in any text, and mutated and random YAML files. Each case ends in
+a valid config or a ValueError of one line that names the key (or the file, line and column);
+nothing else escapes.
 
-Deterministic (``derandomize=True``, no example database) and bounded: 120 + 60 + 20 = 200
-cases per run, under 1 s of test time on one core.
+Deterministic (``derandomize=True``, no example database) and bounded: 100 + 40 + 45 + 15 = 200
+cases per run, about 1 s of test time on one core.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nclab.losses import LOSSES
-from nclab.train.config import TrainConfig
+from nclab.train.config import TrainConfig, apply_overrides
 from nclab.train.data import DATASETS
 from nclab.train.nets import NETWORKS
 from nclab.train.noise import NOISE_CONVENTIONS, NOISE_KINDS
@@ -164,7 +166,7 @@ def test_the_spec_covers_every_key() -> None:
     assert keys == set(SPEC)
 
 
-@settings(FUZZ, max_examples=120)
+@settings(FUZZ, max_examples=100)
 @given(key=st.sampled_from(sorted(SPEC)), value=VALUES)
 def test_a_value_is_accepted_exactly_when_valid_else_the_key_is_named(key: str, value: Any) -> None:
     section, name = key.split(".")
@@ -181,6 +183,33 @@ def test_a_value_is_accepted_exactly_when_valid_else_the_key_is_named(key: str, 
     is_float = hint is float or hint == float | None
     expected = float(value) if is_float and value is not None else value
     assert getattr(getattr(cfg, section), name) == expected
+
+
+OVERRIDE_TEXT = st.one_of(
+    st.text(max_size=12),
+    st.builds(str, SCALARS),
+    st.sampled_from(["[", "{a: 1", "!!python/name:os.system", "&a [*a]", "- 1", "[1, 2]", "~"]),
+)
+
+
+@settings(FUZZ, max_examples=40)
+@given(key=st.sampled_from(sorted(SPEC)), text=OVERRIDE_TEXT)
+def test_an_override_in_any_text_is_applied_or_refused_naming_its_key(key: str, text: str) -> None:
+    # The value of key=TEXT is TEXT read as YAML (plain values only).
+    try:
+        value = yaml.safe_load(text)
+        parsed = True
+    except yaml.YAMLError:
+        parsed = False
+    try:
+        apply_overrides(TrainConfig(), [f"{key}={text}"])
+    except ValueError as err:
+        message = str(err)
+        assert message.startswith((f"{key}: ", f"{ALSO_NAMED.get(key, key)}: ")), message
+        assert not parsed or not SPEC[key](value), message
+        assert "\n" not in message
+        return
+    assert parsed and SPEC[key](value), (key, text)
 
 
 VALID_YAML = """\
@@ -223,7 +252,7 @@ def mutated_yaml(draw: st.DrawFn) -> str:
     return "".join(lines)
 
 
-@settings(FUZZ, max_examples=60)
+@settings(FUZZ, max_examples=45)
 @given(text=mutated_yaml())
 def test_mutated_yaml_is_a_config_or_one_line_with_file_line_and_column(text: str) -> None:
     try:
@@ -238,7 +267,7 @@ def test_mutated_yaml_is_a_config_or_one_line_with_file_line_and_column(text: st
     cfg.validate()
 
 
-@settings(FUZZ, max_examples=20)
+@settings(FUZZ, max_examples=15)
 @given(junk=st.binary(max_size=24), at=st.integers(0, len(VALID_YAML)))
 def test_bytes_in_a_config_file_give_a_config_or_an_error_naming_the_file(
     junk: bytes, at: int
