@@ -3,6 +3,7 @@ validation before any write, starting over, extending a run, a diverged run's me
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -141,3 +142,80 @@ def test_a_directory_without_checkpoint_starts_over_and_says_so(
     )
     assert (run / "metrics.csv").read_text() == (tmp_path / "ref" / "metrics.csv").read_text()
     assert restarted.rows == reference.rows
+
+
+def test_extending_a_finished_run_equals_the_longer_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The smoke preset's step schedule divides the rate by 10 after epoch 3: the extension
+    # crosses the drop, exactly where the 4-epoch run has it.
+    longer = train(smoke("optim.epochs=4"), tmp_path / "four")
+    run = tmp_path / "two"
+    train(smoke("optim.epochs=2"), run)
+    capsys.readouterr()
+    extended = train(smoke("optim.epochs=4"), run, resume=True)
+    assert "continuing from epoch 2 to optim.epochs=4 (the run was set for 2" in (
+        capsys.readouterr().err
+    )
+    assert (run / "metrics.csv").read_text() == (tmp_path / "four" / "metrics.csv").read_text()
+    assert extended.rows == longer.rows and _same_weights(extended.model, longer.model)
+    saved = torch.load(run / "model.pt", weights_only=True)
+    assert all(torch.equal(saved[k], v) for k, v in longer.model.state_dict().items())
+    assert yaml.safe_load((run / "config.yaml").read_text())["optim"]["epochs"] == 4
+
+
+def test_extending_refuses_cosine_other_changes_and_epochs_already_passed(tmp_path: Path) -> None:
+    cosine = tmp_path / "cosine"
+    train(smoke("optim.epochs=2", "optim.schedule=cosine"), cosine)
+    with pytest.raises(RunDirectoryError, match=r"optim.epochs: the run's cosine schedule is"):
+        train(smoke("optim.epochs=4", "optim.schedule=cosine"), cosine, resume=True)
+    run = tmp_path / "step"
+    train(smoke("optim.epochs=2"), run)
+    with pytest.raises(RunDirectoryError, match=r"differs at optim.epochs: 2 in the run, 4 now; "):
+        train(smoke("optim.epochs=4", "optim.lr=0.1"), run, resume=True)
+    with pytest.raises(RunDirectoryError, match="the checkpoint is at epoch 2, past the 1 asked"):
+        train(smoke("optim.epochs=1"), run, resume=True)
+
+
+def test_a_run_diverging_in_its_first_epoch_claims_no_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    base = ["train", "--preset", "smoke", "--out", str(run), "optim.momentum=0.0"]
+    assert main([*base, "optim.lr=1e12"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        "nclab train: epoch 1: the training loss is nan; stopped (no checkpoint was written; "
+        "no epoch was evaluated, so there is no metrics.csv)\n"
+    )
+    assert sorted(p.name for p in run.iterdir()) == [LOCK_NAME, "config.yaml"]
+    # The corrected command starts the directory over (it holds no checkpoint).
+    assert main([*base, "optim.epochs=1", "run.progress=false"]) == 0
+    captured = capsys.readouterr()
+    assert "starting over" in captured.err and "wrote" in captured.out
+
+
+def test_a_run_diverging_later_names_the_checkpoint_and_table_it_keeps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nclab.train.trainer as trainer
+
+    sgd_epoch, calls = trainer._sgd_epoch, []
+
+    def diverging_in_epoch_3(*args: object, **kwargs: object) -> float:
+        calls.append(1)
+        return math.nan if len(calls) == 3 else sgd_epoch(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(trainer, "_sgd_epoch", diverging_in_epoch_3)
+    run = tmp_path / "run"
+    code = main(["train", "--preset", "smoke", "--out", str(run), "run.checkpoint_seconds=0"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert (
+        "nclab train: epoch 3: the training loss is nan; stopped (the checkpoint of epoch 2 is "
+        "kept; metrics.csv holds epochs up to 2)" in captured.err
+    )
+    assert captured.out.startswith(f"wrote {run / 'metrics.csv'} (2 rows); last epoch 2:")
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 2
+    assert not (run / "model.pt").exists()

@@ -1,5 +1,5 @@
 """``nclab train [CONFIG.yaml | --preset NAME] [--out RUN_DIR] [--resume] [--device D]
-[--data-dir DIR] [--download] [key=value ...]``."""
+[--data-dir DIR] [--download] [--threads N] [key=value ...]``."""
 
 from __future__ import annotations
 
@@ -80,6 +80,13 @@ def add_train_parser(sub: Any) -> None:
         action="store_true",
         help="download a dataset that is not on this machine (checksums verified; needs internet)",
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (same as run.threads=; default: the cores available, at "
+        "most 4)",
+    )
     p.add_argument("overrides", nargs="*", default=[], help="section.key=value, e.g. optim.lr=0.1")
     p.set_defaults(func=_cmd_train)
 
@@ -109,7 +116,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = apply_overrides(cfg, overrides)
     out = Path(args.out) if args.out else Path("runs") / name
     result = train(cfg, out, resume=args.resume, download=args.download)
-    last = result.rows[-1] if result.rows else {}
+    if not result.rows:  # stopped before its first evaluation: the trainer said what is left
+        return 1 if result.stopped_early else 0
+    last = result.rows[-1]
 
     def num(key: str) -> str:
         value = last.get(key)
