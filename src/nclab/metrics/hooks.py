@@ -9,7 +9,7 @@ convolutional layers are flattened per sample.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from contextlib import contextmanager
 from typing import Any
 
@@ -19,6 +19,7 @@ from torch import nn
 from nclab.metrics.accumulators import ClassMeans, CollapseAccumulator
 from nclab.metrics.options import MetricOptions
 from nclab.metrics.report import CollapseReport
+from nclab.progress import progress_bar
 
 __all__ = ["Captured", "capture", "collect", "find_classifier", "resolve_layers"]
 
@@ -150,6 +151,10 @@ def _batches(loader: Iterable[Any], device: torch.device) -> Iterable[tuple[Any,
         yield batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
 
 
+def _len(loader: Iterable[Any]) -> int | None:
+    return len(loader) if isinstance(loader, Sized) else None
+
+
 def collect(
     model: nn.Module,
     loader: Iterable[Any],
@@ -159,6 +164,7 @@ def collect(
     classifier: str | None = "auto",
     device: torch.device | str | None = None,
     distributed: bool = False,
+    progress: bool = False,
     **options: Any,
 ) -> dict[str, CollapseReport]:
     """Measure neural collapse of the outputs of named modules over a data loader.
@@ -177,6 +183,7 @@ def collect(
     device : where the model runs; default the device of its first parameter.
     distributed : all-reduce the accumulators over ``torch.distributed`` after each pass (each
         process passes its own shard of the data; the numbers equal a single-process run).
+    progress : a progress bar over the batches of each pass (tqdm; a widget in notebooks).
     **options : metric options, see :class:`~nclab.metrics.options.MetricOptions`.
 
     Returns
@@ -184,6 +191,12 @@ def collect(
     dict layer name -> CollapseReport, in the order of ``layers``.
     """
     opts = MetricOptions.from_kwargs(**options)
+    # isinstance, not iter(loader) is loader: iter() of a DataLoader would start its workers.
+    if isinstance(loader, Iterator):
+        raise TypeError(
+            "loader: an iterator (a generator, say) can be read only once, and collect reads "
+            "the data twice; pass a list or a DataLoader"
+        )
     named = resolve_layers(model, layers)
     linear = _resolve_classifier(model, classifier)
     if num_classes is None:
@@ -197,8 +210,8 @@ def collect(
         device = param.device if param is not None else torch.device("cpu")
     dev = torch.device(device)
 
-    def run(accumulators: dict[str, Any], captured: Captured) -> None:
-        for inputs, labels in _batches(loader, dev):
+    def run(accumulators: dict[str, Any], captured: Captured, desc: str) -> None:
+        for inputs, labels in progress_bar(_batches(loader, dev), progress, desc, _len(loader)):
             captured.new_pass()
             model(inputs)
             for name, acc in accumulators.items():
@@ -212,7 +225,7 @@ def collect(
         model.eval()
         with torch.no_grad(), capture(model, list(named), copy=True) as captured:
             means = {name: ClassMeans(num_classes) for name in named}
-            run(means, captured)
+            run(means, captured, "collect: pass 1 of 2")
             last = list(named)[-1]
             centred: dict[str, CollapseAccumulator] = {}
             for name, acc in means.items():
@@ -227,7 +240,7 @@ def collect(
                     centred[name] = CollapseAccumulator(stats, linear.weight, linear.bias)
                 else:
                     centred[name] = CollapseAccumulator(stats)
-            run(centred, captured)
+            run(centred, captured, "collect: pass 2 of 2")
             return {name: acc.compute() for name, acc in centred.items()}
     finally:
         model.train(was_training)

@@ -1,0 +1,74 @@
+"""Progress where no terminal is: one line per evaluated epoch; collect's progress bar and its
+refusal of one-shot iterators."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from nclab.metrics.hooks import collect
+from nclab.train.config import apply_overrides
+from nclab.train.presets import preset
+from nclab.train.trainer import train
+
+
+def test_without_a_terminal_each_evaluated_epoch_prints_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = apply_overrides(
+        preset("smoke"),
+        ["optim.epochs=4", "track.eval_every=2", "track.layers=[body.1, penultimate]"],
+    )
+    rows = train(cfg, tmp_path / "run").rows
+    lines = capsys.readouterr().err.splitlines()  # captured: stderr is no terminal here
+    assert len(lines) == 2
+    for line, epoch in zip(lines, (2, 4), strict=True):
+        body, pen = (r for r in rows if r["epoch"] == epoch)
+        assert line == (
+            f"nclab train: epoch {epoch}/4  train loss {body['train_loss']:.4g}  "
+            f"acc {body['acc_observed']:.4g} (true labels {body['acc_true']:.4g})  "
+            f"test acc {body['test_acc']:.4g}  "
+            f"NC1: body.1 {body['nc1']:.4g}, penultimate {pen['nc1']:.4g}"
+        )
+    quiet = apply_overrides(cfg, ["run.progress=false"])
+    train(quiet, tmp_path / "quiet")
+    assert capsys.readouterr().err == ""
+
+
+def _model_and_batches() -> tuple[nn.Module, list[tuple[torch.Tensor, torch.Tensor]]]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+    x = torch.randn(60, 6)
+    y = torch.arange(60) % 3
+    return model, [(x[i : i + 20], y[i : i + 20]) for i in range(0, 60, 20)]
+
+
+def test_collect_refuses_a_generator_before_reading_it() -> None:
+    model, batches = _model_and_batches()
+    read = []
+
+    def generator() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for batch in batches:
+            read.append(1)
+            yield batch
+
+    with pytest.raises(TypeError, match=r"loader: an iterator .* can be read only once"):
+        collect(model, generator(), ["1"])
+    assert read == []  # refused at once, not after a pass
+
+
+def test_collect_with_a_progress_bar_gives_the_same_numbers(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    model, batches = _model_and_batches()
+    plain = collect(model, batches, ["1"])["1"].as_dict()
+    shown = collect(model, batches, ["1"], progress=True)["1"].as_dict()
+    assert shown == plain
+    err = capsys.readouterr().err
+    assert (
+        "collect: pass 1 of 2" in err and "collect: pass 2 of 2" in err and "0/3" in err
+    )  # total known
