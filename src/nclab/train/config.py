@@ -12,6 +12,7 @@ resume.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -281,6 +282,7 @@ class TrainConfig:
         as written in a config file (``section.key``) and what was expected."""
         # Imported here, not at the top: they load torch, which `nclab --help` does not need.
         from nclab.losses import LOSSES
+        from nclab.metrics.options import GlobalMean, WithinClass
         from nclab.train.data import DATASETS
         from nclab.train.nets import NETWORKS
         from nclab.train.noise import NOISE_CONVENTIONS, NOISE_KINDS
@@ -299,6 +301,7 @@ class TrainConfig:
             self.run,
         )
         schedules = ("constant", "step", "multistep", "cosine")
+        global_means, within = typing.get_args(GlobalMean), typing.get_args(WithinClass)
         checks = [
             (d.name in DATASETS, "data.name", f"one of {DATASETS}"),
             (d.data_dir != "", "data.data_dir", "a directory, or null for the default places"),
@@ -377,6 +380,13 @@ class TrainConfig:
             (len(set(t.layers)) == len(t.layers), "track.layers", "each module named once"),
             (_in_range(t.eval_every, 1), "track.eval_every", "an integer in [1, 2**63)"),
             (t.source in ("eval", "train"), "track.source", "eval or train"),
+            (t.global_mean in global_means, "track.global_mean", f"one of {global_means}"),
+            (t.within_class in within, "track.within_class", f"one of {within}"),
+            (
+                t.rank_rtol is None or 0 <= t.rank_rtol < 1,
+                "track.rank_rtol",
+                "a number in [0, 1), or null for the default rule",
+            ),
             (_in_range(r.seed, 0), "run.seed", "an integer in [0, 2**63)"),
             (r.device in ("auto", "cpu", "cuda"), "run.device", "auto, cpu or cuda"),
             (_in_range(r.checkpoint_every, 1), "run.checkpoint_every", "an integer in [1, 2**63)"),
@@ -446,7 +456,7 @@ def _set_section(cfg: TrainConfig, section: str, values: Any) -> None:
     if values is None:  # a section whose keys are all commented out
         return
     if not isinstance(values, dict):
-        raise ValueError(f"{section}: expected a mapping of keys, got {values!r}")
+        raise ValueError(f"{section}: expected a mapping of keys, got {_show(values)}")
     for key, value in values.items():
         _set_key(cfg, f"{section}.{key}", value)
 
@@ -510,7 +520,10 @@ def _coerce(dotted: str, value: Any, hint: Any) -> Any:
 
 
 def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
-    """Apply ``section.key=value`` overrides (values parsed as YAML: 0.1, true, [1, 2], null)."""
+    """Apply ``section.key=value`` overrides (values parsed as YAML: 0.1, true, [1, 2], null) to
+    ``cfg`` in place and return it; checked all together, and when one is refused ``cfg`` is
+    left as it was."""
+    new = copy.deepcopy(cfg)
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"{item}: expected section.key=value")
@@ -521,8 +534,11 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
             raise ValueError(
                 f"{key.strip()}: the value {raw!r} does not parse: {err.message}"
             ) from None
-        _set_key(cfg, key.strip(), value)
-    cfg.validate()
+        _set_key(new, key.strip(), value)
+    new.validate()
+    for section in _section_names(cfg):
+        for key in dataclasses.fields(getattr(cfg, section)):
+            setattr(getattr(cfg, section), key.name, getattr(getattr(new, section), key.name))
     return cfg
 
 
