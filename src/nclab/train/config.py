@@ -537,8 +537,8 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
         _set_key(new, key.strip(), value)
     new.validate()
     for section in _section_names(cfg):
-        for key in dataclasses.fields(getattr(cfg, section)):
-            setattr(getattr(cfg, section), key.name, getattr(getattr(new, section), key.name))
+        for f in dataclasses.fields(getattr(cfg, section)):
+            setattr(getattr(cfg, section), f.name, getattr(getattr(new, section), f.name))
     return cfg
 
 
