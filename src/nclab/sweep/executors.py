@@ -69,25 +69,25 @@ def _init_worker(threads: int) -> None:
 
 class LocalExecutor:
     """A pool of ``parallel`` worker processes (spawned: no state of the driver's torch is
-    inherited), each limited to ``threads`` compute threads.
+    inherited), each limited to floor(``cpus``) compute threads (``resources.cpus``, default
+    1; at least 1).
 
-    Defaults: trials on the CPU take ``cpus`` threads each (``resources.cpus``, default 1) and
-    P = cores // threads run at once; trials on a GPU run one at a time (P = 1), all threads
-    to that one. A worker that dies (killed, out of memory) fails the jobs it may have held;
-    the pool is rebuilt for the rest.
+    The threads of a trial do not depend on P, so a sweep's numbers do not depend on how many
+    trials ran at once (a matrix product's rounding changes with its thread count). Default P:
+    cores // threads for trials on the CPU, 1 for trials on a GPU. A worker that dies (killed,
+    out of memory) fails the jobs it may have held; the pool is rebuilt for the rest.
     """
 
     def __init__(
         self, max_parallel: int | None = None, cpus: float = 1.0, gpu: bool = False
     ) -> None:
-        cores = available_cores()
+        self.threads = max(1, math.floor(cpus))
         if max_parallel is not None:
             self.parallel = max_parallel
         elif gpu:
             self.parallel = 1
         else:
-            self.parallel = max(1, cores // max(1, math.floor(cpus)))
-        self.threads = max(1, cores // self.parallel)
+            self.parallel = max(1, available_cores() // self.threads)
         self._pool: ProcessPoolExecutor | None = None
 
     def _start(self) -> ProcessPoolExecutor:

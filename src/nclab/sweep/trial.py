@@ -85,7 +85,7 @@ def run_trial(kind: str, payload: dict[str, Any], run_dir: str, threads: int) ->
     start = time.perf_counter()
     try:
         limit_threads(threads)
-        rows, stopped = _run(kind, payload, Path(run_dir))
+        rows, stopped = _run(kind, payload, Path(run_dir), threads)
     except Exception as err:  # any failure of the trial is its result, recorded by the driver
         return {
             "error": f"{type(err).__name__}: {err}",
@@ -95,12 +95,16 @@ def run_trial(kind: str, payload: dict[str, Any], run_dir: str, threads: int) ->
     return {"rows": rows, "stopped_early": stopped, "seconds": time.perf_counter() - start}
 
 
-def _run(kind: str, payload: dict[str, Any], out: Path) -> tuple[list[dict[str, Any]], str | None]:
+def _run(
+    kind: str, payload: dict[str, Any], out: Path, threads: int
+) -> tuple[list[dict[str, Any]], str | None]:
     if kind == "train":
         from nclab.train.config import TrainConfig
         from nclab.train.trainer import train
 
         cfg = TrainConfig.from_dict(payload["config"])
+        if cfg.run.threads is None:  # the trainer would take every core (up to 4) otherwise
+            cfg.run.threads = threads
         result = train(cfg, out, resume=True)
         rows = [{k: _plain(v) for k, v in row.items()} for row in result.rows]
         return rows, result.stopped_early
