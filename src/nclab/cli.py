@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,42 +22,112 @@ class UsageError(Exception):
 
 
 def _load_arrays(path: Path) -> dict[str, Any]:
+    """The arrays of a .npz file (no pickles) or a torch .pt dict (weights_only: no code runs);
+    any file that is not one of these is a UsageError naming it and what was expected."""
     if not path.is_file():
         raise UsageError(f"FILE: {path} does not exist")
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
+        try:
+            loaded = np.load(path, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                raise UsageError(f"FILE: {path} is a single .npy array, not an .npz archive")
+            with loaded as data:
+                return {key: data[key] for key in data.files}
+        except UsageError:
+            raise
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
+            raise UsageError(
+                f"FILE: {path} is not a readable .npz archive of numeric arrays "
+                f"({_reason(err)}); expected numpy.savez(path, features=..., labels=...)"
+            ) from None
     if suffix in (".pt", ".pth"):
+        import pickle
+
         import torch
 
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch's notes on the pickle protocol
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise UsageError(
+                f"FILE: {path} is not a torch file of tensors (it is not a torch archive, or it "
+                "holds pickled objects, which are never loaded); expected "
+                "torch.save({'features': ..., 'labels': ...}, path)"
+            ) from None
+        except (OSError, RuntimeError, EOFError, ValueError) as err:
+            raise UsageError(
+                f"FILE: {path} is not a readable torch file ({_reason(err)}); expected "
+                "torch.save({'features': ..., 'labels': ...}, path)"
+            ) from None
         if not isinstance(obj, dict):
             raise UsageError(f"FILE: {path} must hold a dict of tensors, got {type(obj).__name__}")
         return dict(obj)
     raise UsageError(f"FILE: expected a .npz or .pt file, got {path.name!r}")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("nclab")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _reason(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:160]}" if text else type(err).__name__
+
+
 def _cmd_metrics(args: argparse.Namespace) -> int:
     from nclab.metrics import measure
 
     data = _load_arrays(Path(args.file))
-    missing = [key for key in ("features", "labels") if key not in data]
+    keys = {"features": args.features_key, "labels": args.labels_key}
+    keys.update(weight=args.weight_key, bias=args.bias_key)
+    missing = [
+        key for role, key in keys.items() if role in ("features", "labels") and key not in data
+    ]
     if missing:
-        raise UsageError(f"FILE: missing {missing}; found keys {sorted(data)}")
-    report = measure(
-        data["features"],
-        data["labels"],
-        data.get("weight"),
-        data.get("bias"),
-        num_classes=args.num_classes,
-        global_mean=args.global_mean,
-        within_class=args.within_class,
-        center_weights=args.center_weights,
-        drop_empty_classes=args.drop_empty_classes,
-    )
+        flags = ", ".join(f"--{role}-key" for role, key in keys.items() if key in missing)
+        raise UsageError(
+            f"FILE: no array named {missing} in {args.file}; it holds {sorted(data)} "
+            f"(choose others with {flags})"
+        )
+    try:
+        report = measure(
+            data[keys["features"]],
+            data[keys["labels"]],
+            data.get(keys["weight"]),
+            data.get(keys["bias"]),
+            num_classes=args.num_classes,
+            global_mean=args.global_mean,
+            within_class=args.within_class,
+            center_weights=args.center_weights,
+            rank_rtol=args.rank_rtol,
+            drop_empty_classes=args.drop_empty_classes,
+        )
+    except ValueError as err:
+        raise UsageError(_as_flags(str(err))) from None
     print(report.to_json() if args.json else report.to_table())
     return 0
+
+
+# Python keywords in the metrics' messages -> the flags of `nclab metrics`.
+_METRIC_FLAGS = {
+    "drop_empty_classes=True": "--drop-empty-classes",
+    "num_classes=": "--num-classes",
+    "num_classes:": "--num-classes:",
+    "rank_rtol:": "--rank-rtol:",
+}
+
+
+def _as_flags(message: str) -> str:
+    for keyword, flag in _METRIC_FLAGS.items():
+        message = message.replace(keyword, flag)
+    return message
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -103,6 +176,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nclab", description="Neural collapse toolkit.")
+    parser.add_argument("--version", action="version", version=f"nclab {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="measure collapsing synthetic features against theory")
@@ -140,6 +214,23 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="measure only the classes with samples instead of failing on an empty class",
     )
+    met.add_argument(
+        "--rank-rtol",
+        type=float,
+        default=None,
+        help="singular values of the centred class means below RANK_RTOL x the largest count "
+        "as zero in Σ_B^† (default max(K, d)·eps(float64))",
+    )
+    for role, default in (("features", "features"), ("labels", "labels")):
+        met.add_argument(
+            f"--{role}-key", default=default, help=f"name of the {role} array in FILE ({default})"
+        )
+    for role in ("weight", "bias"):
+        met.add_argument(
+            f"--{role}-key",
+            default=role,
+            help=f"name of the classifier {role} array in FILE, used when present ({role})",
+        )
     met.set_defaults(func=_cmd_metrics)
 
     from nclab.models.cli import add_solve_parser
@@ -169,13 +260,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``nclab``; exit code 2 for bad input (a ValueError, which every error nclab raises
+    about its input is, or a missing file), printed as one line. Anything else is an internal
+    failure and surfaces with its traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
-    except (UsageError, ValueError, TypeError, FileNotFoundError, RuntimeError) as err:
+    except (UsageError, ValueError, FileNotFoundError) as err:
         print(f"nclab {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader (e.g. `| head`) stopped reading: not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return code
 
 

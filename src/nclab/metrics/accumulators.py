@@ -27,6 +27,8 @@ from typing import Any, TypeVar
 
 import torch
 
+from nclab.devices import check_device
+from nclab.errors import InputTypeError
 from nclab.metrics import nc1 as _nc1
 from nclab.metrics import nc2 as _nc2
 from nclab.metrics import nc3 as _nc3
@@ -36,6 +38,7 @@ from nclab.metrics._inputs import (
     as_labels,
     as_mask,
     check_num_classes,
+    check_state_size,
 )
 from nclab.metrics.options import MetricOptions
 from nclab.metrics.report import CollapseReport
@@ -198,12 +201,60 @@ def _route(y: torch.Tensor, num_classes: int, mask: torch.Tensor | None) -> torc
     return rows
 
 
+# float64 features whose largest magnitude lies outside [2^-SAFE, 2^SAFE] are multiplied by a
+# power of two (exact) before any sum: squares of such values overflow or lose their digits as
+# subnormals, and the Gram matrices of their means (fourth powers) fail much sooner.
+SAFE_EXPONENT = 200
+
+
+def choose_scale_exp(features: torch.Tensor) -> int:
+    """The exponent e such that ``features * 2**e`` has its largest magnitude in [1/2, 1), or 0
+    when no scaling is needed (float32 and narrower inputs never need it: their squares are far
+    inside float64's range). One min/max reduction of float64 input."""
+    if features.dtype != _F64 or features.numel() == 0:
+        return 0
+    low, high = torch.aminmax(features)
+    largest = max(-float(low), float(high))
+    if not math.isfinite(largest) or largest == 0.0:
+        return 0  # non-finite input is reported by name at compute
+    exponent = math.frexp(largest)[1]
+    return -exponent if abs(exponent) > SAFE_EXPONENT else 0
+
+
+def ldexp(t: torch.Tensor, exp: int) -> torch.Tensor:
+    """t · 2**exp, exact while the result is a normal float64 (two factors, each within range)."""
+    if exp == 0:
+        return t
+    half = exp // 2
+    return t * (2.0**half) * (2.0 ** (exp - half))
+
+
+def ldexp_float(x: float, exp: int) -> float:
+    """x · 2**exp as a Python float; ±inf where the true value exceeds float64's range."""
+    try:
+        return math.ldexp(x, exp)
+    except OverflowError:
+        return math.copysign(math.inf, x)
+
+
+def _check_scale_exp(scale_exp: Any) -> int:
+    if isinstance(scale_exp, bool) or not isinstance(scale_exp, int) or abs(scale_exp) > 1100:
+        raise ValueError(f"scale_exp: expected an integer in [-1100, 1100], got {scale_exp!r}")
+    return scale_exp
+
+
+def _distributed() -> bool:
+    import torch.distributed as dist
+
+    return bool(dist.is_available() and dist.is_initialized())
+
+
 def _all_reduce_sum(tensors: list[torch.Tensor], group: Any = None) -> list[torch.Tensor]:
     """Sum tensors across the processes of ``group`` with one collective (float64 buffer)."""
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()):
-        raise RuntimeError("all_reduce: torch.distributed is not initialized")
+    if not _distributed():
+        return tensors  # a single process: its sums are already the total
     flat = torch.cat([t.reshape(-1).to(_F64) for t in tensors])
     dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
     out, start = [], 0
@@ -227,6 +278,8 @@ class ClassStatistics:
     svd : thin SVD of M̃ and its numerical rank r (<= K - 1), see :class:`BetweenClassSVD`.
     label_map : routed row (0..K_total - 1 a class, K_total invalid, K_total + 1 masked out) ->
         kept index; -1 for an invalid label or a dropped class, -2 for a masked-out sample.
+    scale_exp : the features were multiplied by 2**scale_exp before any sum (0 for features in
+        a safe range; see :func:`choose_scale_exp`): the means and the SVD are in those units.
     """
 
     num_total_classes: int
@@ -238,6 +291,7 @@ class ClassStatistics:
     svd: _nc1.BetweenClassSVD
     label_map: torch.Tensor
     options: MetricOptions
+    scale_exp: int = 0
 
     @property
     def num_classes(self) -> int:
@@ -254,6 +308,15 @@ class ClassStatistics:
     @property
     def dim(self) -> int:
         return int(self.means.shape[1])
+
+
+def check_statistics(stats: Any, name: str) -> None:
+    """Refuse anything but the :class:`ClassStatistics` of a pass 1, naming the argument."""
+    if not isinstance(stats, ClassStatistics):
+        raise InputTypeError(
+            f"{name}: expected the ClassStatistics of pass 1 (ClassMeans(...).compute()), "
+            f"got {type(stats).__name__}"
+        )
 
 
 def stage_rows(dim: int, device: torch.device) -> int:
@@ -283,12 +346,14 @@ class _Accumulator:
         dim: int | None,
         device: torch.device | str | None,
         stage: bool = True,
+        scale_exp: int = 0,
     ):
         self.num_classes = check_num_classes(num_classes)
+        self.scale_exp = _check_scale_exp(scale_exp)
         if dim is not None and (not isinstance(dim, int) or dim < 1):
             raise ValueError(f"dim: expected a positive integer, got {dim!r}")
         self.dim = dim
-        self.device = torch.device(device) if device is not None else None
+        self.device = check_device(device) if device is not None else None
         self._staging = stage
         self._stage: torch.Tensor | None = None
         self._stage_labels: torch.Tensor | None = None
@@ -344,18 +409,25 @@ class _Accumulator:
         if self.device is None:
             self.device = h.device
         h = h.to(self.device)
+        if self.scale_exp:
+            h = ldexp(h.to(_F64), self.scale_exp)
         y = as_labels(labels, h.shape[0], self.device)
         return h, _route(y, self.num_classes, as_mask(mask, h.shape[0], self.device))
 
     def _check_compatible(self, other: _Accumulator) -> None:
         if type(other) is not type(self):
-            raise TypeError(f"other: expected a {type(self).__name__}, got {type(other).__name__}")
-        if other.num_classes != self.num_classes or (
-            other.dim is not None and self.dim is not None and other.dim != self.dim
+            raise InputTypeError(
+                f"other: expected a {type(self).__name__}, got {type(other).__name__}"
+            )
+        if (
+            other.num_classes != self.num_classes
+            or (other.dim is not None and self.dim is not None and other.dim != self.dim)
+            or other.scale_exp != self.scale_exp
         ):
             raise ValueError(
                 f"other: accumulators disagree (num_classes {self.num_classes} vs "
-                f"{other.num_classes}, dim {self.dim} vs {other.dim})"
+                f"{other.num_classes}, dim {self.dim} vs {other.dim}, scale_exp "
+                f"{self.scale_exp} vs {other.scale_exp})"
             )
 
 
@@ -370,6 +442,11 @@ class ClassMeans(_Accumulator):
     device : where the state lives; default the device of the first batch.
     stage : gather small batches before processing them (see :class:`_Accumulator`); False for
         data given whole.
+    scale_exp : multiply every feature by 2**scale_exp (exact) before summing; 0 (default)
+        unless the float64 features lie far outside unit scale (beyond 2^±200), where squares
+        overflow or turn subnormal: :func:`measure` picks it with :func:`choose_scale_exp`;
+        streaming callers with such data pass the same value to every shard. The reports undo
+        it (scale laws), so the numbers do not depend on it.
     """
 
     def __init__(
@@ -379,8 +456,9 @@ class ClassMeans(_Accumulator):
         device: torch.device | str | None = None,
         *,
         stage: bool = True,
+        scale_exp: int = 0,
     ) -> None:
-        super().__init__(num_classes, dim, device, stage)
+        super().__init__(num_classes, dim, device, stage, scale_exp)
         self._counts: torch.Tensor | None = None
         self._sums: torch.Tensor | None = None
         if dim is not None:
@@ -388,6 +466,7 @@ class ClassMeans(_Accumulator):
 
     def _allocate(self) -> None:
         assert self.dim is not None
+        check_state_size(self.num_classes, self.dim)
         k1 = self.num_classes + 2
         self._counts = torch.zeros(k1, dtype=torch.int64, device=self.device)
         self._sums = torch.zeros(k1, self.dim, dtype=_F64, device=self.device)
@@ -424,8 +503,11 @@ class ClassMeans(_Accumulator):
         return self
 
     def all_reduce(self, group: Any = None) -> None:
-        """Sum the state over all processes of ``group`` (torch.distributed), in place."""
+        """Sum the state over all processes of ``group`` (torch.distributed), in place; a no-op
+        when torch.distributed is not initialized (one process holds the whole sum)."""
         self._flush()
+        if not _distributed():
+            return
         if self._sums is None:
             raise RuntimeError(
                 "all_reduce: this process saw no batch, so its dimension is unknown; "
@@ -444,11 +526,16 @@ class ClassMeans(_Accumulator):
 
     def compute(self, options: MetricOptions | None = None) -> ClassStatistics:
         """Fix the class means, the global mean and the between-class basis."""
-        return class_statistics(*self.state(), options or MetricOptions())
+        return class_statistics(*self.state(), options or MetricOptions(), scale_exp=self.scale_exp)
 
 
 def class_statistics(
-    counts_all: torch.Tensor, sums: torch.Tensor, opts: MetricOptions, labels_name: str = "labels"
+    counts_all: torch.Tensor,
+    sums: torch.Tensor,
+    opts: MetricOptions,
+    labels_name: str = "labels",
+    *,
+    scale_exp: int = 0,
 ) -> ClassStatistics:
     """The :class:`ClassStatistics` of per-class counts (K + 2,) and float64 sums (K + 2, d), laid
     out as :meth:`ClassMeans.state` returns them; errors name the labels ``labels_name``."""
@@ -493,6 +580,7 @@ def class_statistics(
         svd=svd,
         label_map=label_map.to(sums.device),
         options=opts,
+        scale_exp=scale_exp,
     )
 
 
@@ -522,7 +610,8 @@ class _PassTwo(_Accumulator):
         return self
 
     def all_reduce(self, group: Any = None) -> None:
-        """Sum the state over all processes of ``group`` (torch.distributed), in place."""
+        """Sum the state over all processes of ``group`` (torch.distributed), in place; a no-op
+        when torch.distributed is not initialized."""
         self._flush()
         (self._table,) = _all_reduce_sum([self._table], group)
 
@@ -551,7 +640,10 @@ class CollapseAccumulator(_PassTwo):
     def __init__(
         self, stats: ClassStatistics, weight: Any = None, bias: Any = None, *, stage: bool = True
     ) -> None:
-        super().__init__(stats.num_total_classes, stats.dim, stats.means.device, stage)
+        check_statistics(stats, "stats")
+        super().__init__(
+            stats.num_total_classes, stats.dim, stats.means.device, stage, stats.scale_exp
+        )
         if bias is not None and weight is None:
             raise ValueError("bias: given without weight; pass the classifier weight too")
         self.stats = self._pass1 = stats
@@ -578,8 +670,14 @@ class CollapseAccumulator(_PassTwo):
         if weight is not None:
             w, b = as_classifier(weight, bias, k_total, stats.dim, means.device)
             kept = stats.classes.to(means.device)
-            self.weight = w[kept]
-            self.bias = b[kept] if b is not None else None
+            w, b = w[kept], (b[kept] if b is not None else None)
+            # The decisions argmax(W h + b) are those of c(W h + b) for any c > 0: with the
+            # features in units of 2^-e_f, W and 2^e_f b are scaled by one power of two that
+            # brings the larger of them into [1/2, 1), so that extreme classifiers neither
+            # overflow nor vanish (the invariant metrics of W do not change).
+            self._classifier_exp = _classifier_exp(w, b, self.scale_exp)
+            self.weight = ldexp(w, self._classifier_exp)
+            self.bias = ldexp(b, self._classifier_exp + self.scale_exp) if b is not None else None
             w_tilde = self.weight - self.weight.mean(0, keepdim=True)
             blocks.append(w_tilde[: k - 1])
             w_off = means @ w_tilde.T + (self.bias if self.bias is not None else 0.0)
@@ -651,8 +749,9 @@ class CollapseAccumulator(_PassTwo):
             "nc1_colab": k * nc1,
             "nc1_trace_ratio": _safe_ratio(tr_w, tr_b),
             "cdnv": _nc1.cdnv(within / counts, centred),
-            "within_class_trace": tr_w,
-            "between_class_trace": tr_b,
+            # back from the units of 2^-scale_exp (inf where the true trace exceeds float64)
+            "within_class_trace": ldexp_float(tr_w, -2 * self.scale_exp),
+            "between_class_trace": ldexp_float(tr_b, -2 * self.scale_exp),
             "nc2_equinorm_means": _nc2.equinorm(centred),
             "nc2_equiangular_means": _nc2.equiangularity(centred),
             "nc2_cos_std_means": _nc2.cosine_spread(centred),
@@ -675,8 +774,9 @@ class CollapseAccumulator(_PassTwo):
                     "nc3_wh_etf": _nc3.wh_etf_distance(w, centred),
                     "nc4_ncc_mismatch": float(table[_MISMATCH, :k].sum()) / n_total,
                     "classifier_accuracy": float(table[_CLS_OK, :k].sum()) / n_total,
-                    "bias_relation": float(
-                        torch.linalg.vector_norm(w @ st.global_mean.cpu() + bias)
+                    "bias_relation": ldexp_float(
+                        float(torch.linalg.vector_norm(w @ st.global_mean.cpu() + bias)),
+                        -(self._classifier_exp + self.scale_exp),
                     ),
                 }
             )
@@ -690,6 +790,17 @@ class CollapseAccumulator(_PassTwo):
             class_counts=tuple(st.counts.tolist()),
             options=opts,
         )
+
+
+def _classifier_exp(weight: torch.Tensor, bias: torch.Tensor | None, scale_exp: int) -> int:
+    """The exponent g with max(|2^g W|, |2^(g + scale_exp) b|) in [1/2, 1) (0 for W = b = 0)."""
+    exps = []
+    for t, shift in ((weight, 0), (bias, scale_exp)):
+        if t is not None and t.numel():
+            largest = float(t.abs().max())
+            if largest > 0:
+                exps.append(math.frexp(largest)[1] + shift)
+    return -max(exps) if exps else 0
 
 
 def _safe_ratio(num: float, den: float) -> float:

@@ -24,12 +24,20 @@ float64.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from nclab.metrics._inputs import as_classifier, as_features, as_labels
+from nclab.errors import InputTypeError
+from nclab.metrics._inputs import (
+    as_classifier,
+    as_features,
+    as_labels,
+    check_num_classes,
+    infer_num_classes,
+)
 from nclab.metrics.accumulators import ClassMeans, chunk_rows
 from nclab.metrics.options import MetricOptions
 
@@ -88,14 +96,24 @@ def mse_decomposition(
     """
     if (weight_decay is None) == (lam is None):
         raise ValueError("weight_decay/lam: give exactly one of them")
-    ridge = float(weight_decay) / 2.0 if weight_decay is not None else float(lam)  # type: ignore[arg-type]
-    if not ridge >= 0.0:
-        raise ValueError(f"lam: expected a non-negative ridge parameter, got {ridge!r}")
+    name, given = ("weight_decay", weight_decay) if weight_decay is not None else ("lam", lam)
+    if isinstance(given, bool) or not isinstance(given, (int, float)):
+        raise InputTypeError(f"{name}: expected a number, got {type(given).__name__} {given!r}")
+    if not 0.0 <= given < math.inf:
+        raise ValueError(f"{name}: expected a finite number >= 0, got {given!r}")
+    ridge = float(given) / 2.0 if name == "weight_decay" else float(given)
     h = as_features(features)
     y = as_labels(labels, h.shape[0], h.device)
-    k = int(y.max()) + 1 if num_classes is None else num_classes
+    k = check_num_classes(infer_num_classes(y, h.shape[0]) if num_classes is None else num_classes)
     means_acc = ClassMeans(k, stage=False)
     means_acc.update(h, y)
+    empty = torch.nonzero(means_acc.state()[0][:k] == 0).flatten().tolist()
+    if empty:
+        raise ValueError(
+            f"labels: class(es) {empty} of 0..{k - 1} have no samples; the decomposition needs "
+            "every class of the classifier (relabel, or pass the classifier rows of the present "
+            "classes with num_classes)"
+        )
     stats = means_acc.compute(MetricOptions(global_mean="class"))
     dev, d = stats.means.device, stats.dim
     w, b = as_classifier(weight, bias, k, d, dev)
@@ -123,10 +141,11 @@ def mse_decomposition(
     try:
         w_ls = torch.linalg.solve(lhs, rhs.T).T  # lhs is symmetric
     except RuntimeError as err:
-        raise ValueError(
-            "lam: the ridge system is singular (λ = 0 and the feature covariance is rank "
-            "deficient); use a positive weight_decay or lam"
-        ) from err
+        if ridge == 0.0:
+            reason = "λ = 0 and the feature covariance is rank deficient; use a positive value"
+        else:
+            reason = f"λ = {ridge:.3g} is too small next to the feature scale to regularize it"
+        raise ValueError(f"{name}: the ridge system is singular ({reason})") from err
     b_ls = (torch.full((k,), 1.0 / k, dtype=_F64, device=dev) - w_ls @ mu_g) / (1 + ridge)
 
     lnc1 = 0.5 * (torch.trace(w_ls @ (sigma_w + ridge * eye) @ w_ls.T) + ridge * b_ls @ b_ls)

@@ -7,8 +7,9 @@ from typing import Any
 
 import torch
 
-from nclab.metrics._inputs import as_features, as_labels, check_num_classes
-from nclab.metrics.accumulators import ClassMeans, CollapseAccumulator
+from nclab.errors import InputTypeError
+from nclab.metrics._inputs import as_features, as_labels, check_num_classes, infer_num_classes
+from nclab.metrics.accumulators import ClassMeans, CollapseAccumulator, choose_scale_exp
 from nclab.metrics.options import MetricOptions
 from nclab.metrics.report import CollapseReport
 
@@ -48,11 +49,9 @@ def measure(
     h = as_features(features)
     y = as_labels(labels, h.shape[0], h.device)
     if num_classes is None:
-        if y.numel() == 0:
-            raise ValueError("labels: empty; at least 2 classes with samples are needed")
-        num_classes = int(y.max()) + 1
+        num_classes = infer_num_classes(y, h.shape[0])
     k = check_num_classes(num_classes)
-    means = ClassMeans(k, stage=False)
+    means = ClassMeans(k, stage=False, scale_exp=choose_scale_exp(h))
     means.update(h, y)
     acc = CollapseAccumulator(means.compute(opts), weight, bias, stage=False)
     acc.update(h, y)
@@ -63,7 +62,7 @@ def _fresh(batches: Batches) -> Iterable[Any]:
     if callable(batches):
         return batches()
     if iter(batches) is batches:
-        raise TypeError(
+        raise InputTypeError(
             "batches: an iterator can be read only once, and the metrics read the data twice; "
             "pass a list, a DataLoader, or a function returning a fresh iterable"
         )
@@ -72,7 +71,7 @@ def _fresh(batches: Batches) -> Iterable[Any]:
 
 def _split(batch: Any) -> tuple[Any, Any]:
     if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-        raise TypeError("batches: each batch must be a (features, labels, ...) tuple")
+        raise InputTypeError("batches: each batch must be a (features, labels, ...) tuple")
     return batch[0], batch[1]
 
 

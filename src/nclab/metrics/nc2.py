@@ -16,20 +16,46 @@ reverse) gives √(2 - 2√((K-1)/K)). A zero matrix has no direction: its dista
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from nclab.geometry import etf_gram_target, orthogonal_gram_target
 
-__all__ = ["cosine_spread", "equiangularity", "equinorm", "etf_distance", "orthogonal_distance"]
+__all__ = [
+    "cosine_spread",
+    "equiangularity",
+    "equinorm",
+    "etf_distance",
+    "orthogonal_distance",
+    "unit_scaled",
+]
+
+
+def unit_scaled(t: torch.Tensor) -> torch.Tensor:
+    """``t`` times the power of two that brings its largest magnitude into [1/2, 1) (exact).
+
+    Every quantity here is scale-invariant, but Gram matrices square the entries and their
+    Frobenius norms square them again: without this, inputs beyond ~1e±77 overflow or vanish.
+    """
+    if t.numel() == 0:
+        return t
+    largest = float(t.abs().max())
+    if largest == 0.0 or not math.isfinite(largest):
+        return t
+    exp = -math.frexp(largest)[1]
+    half = exp // 2
+    return t * (2.0**half) * (2.0 ** (exp - half))
 
 
 def equinorm(rows: torch.Tensor) -> float:
     """std/mean of the row norms (coefficient of variation, n-1 estimator)."""
-    norms = torch.linalg.vector_norm(rows, dim=1)
+    norms = torch.linalg.vector_norm(unit_scaled(rows), dim=1)
     return float(norms.std(correction=1) / norms.mean())
 
 
 def _cosines(rows: torch.Tensor) -> torch.Tensor:
+    rows = unit_scaled(rows)
     unit = rows / torch.linalg.vector_norm(rows, dim=1, keepdim=True)
     cos: torch.Tensor = unit @ unit.T
     return cos
@@ -52,6 +78,7 @@ def cosine_spread(rows: torch.Tensor) -> float:
 
 
 def _gram_distance(rows: torch.Tensor, target: torch.Tensor) -> float:
+    rows = unit_scaled(rows)
     g = rows @ rows.T
     return float(torch.linalg.matrix_norm(g / torch.linalg.matrix_norm(g) - target))
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 import torch
 
 from nclab.geometry import etf_gram_target
+from nclab.metrics.nc2 import unit_scaled
 
 __all__ = ["duality", "wh_etf_distance"]
 
 
 def duality(weight: torch.Tensor, centred_means: torch.Tensor) -> float:
     """‖W/‖W‖_F - M̃/‖M̃‖_F‖²_F, in [0, 4]."""
+    weight, centred_means = unit_scaled(weight), unit_scaled(centred_means)
     w = weight / torch.linalg.matrix_norm(weight)
     m = centred_means / torch.linalg.matrix_norm(centred_means)
     return float(torch.linalg.matrix_norm(w - m) ** 2)
@@ -25,6 +27,6 @@ def duality(weight: torch.Tensor, centred_means: torch.Tensor) -> float:
 
 def wh_etf_distance(weight: torch.Tensor, centred_means: torch.Tensor) -> float:
     """‖W M̃ᵀ/‖W M̃ᵀ‖_F - (I - 11ᵀ/K)/√(K-1)‖_F."""
-    wh = weight @ centred_means.T
+    wh = unit_scaled(weight) @ unit_scaled(centred_means).T
     target = etf_gram_target(weight.shape[0], wh.dtype).to(wh.device)
     return float(torch.linalg.matrix_norm(wh / torch.linalg.matrix_norm(wh) - target))

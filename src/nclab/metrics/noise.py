@@ -33,7 +33,8 @@ from typing import Any
 
 import torch
 
-from nclab.metrics._inputs import as_features, as_labels, check_num_classes
+from nclab.errors import InputTypeError
+from nclab.metrics._inputs import as_features, as_labels, check_num_classes, infer_num_classes
 from nclab.metrics.accumulators import (
     ClassMeans,
     ClassStatistics,
@@ -41,7 +42,11 @@ from nclab.metrics.accumulators import (
     _route,
     between_basis,
     centred_products,
+    check_statistics,
+    choose_scale_exp,
     class_statistics,
+    ldexp,
+    ldexp_float,
     nc1_from_sums,
     workspace,
 )
@@ -103,7 +108,7 @@ class NoisyClassMeans:
     Parameters
     ----------
     num_classes : K (labels are 0..K-1).
-    dim, device, stage : as for :class:`~nclab.metrics.accumulators.ClassMeans`.
+    dim, device, stage, scale_exp : as for :class:`~nclab.metrics.accumulators.ClassMeans`.
     """
 
     def __init__(
@@ -113,9 +118,12 @@ class NoisyClassMeans:
         device: torch.device | str | None = None,
         *,
         stage: bool = True,
+        scale_exp: int = 0,
     ) -> None:
         self.num_classes = check_num_classes(num_classes)
-        self._split = ClassMeans(2 * self.num_classes, dim, device, stage=stage)
+        self._split = ClassMeans(
+            2 * self.num_classes, dim, device, stage=stage, scale_exp=scale_exp
+        )
 
     def update(self, features: Any, observed: Any, true: Any) -> None:
         """Add a batch: features (N, d), observed labels ỹ and true labels y (N,)."""
@@ -130,7 +138,7 @@ class NoisyClassMeans:
     def merge(self, other: NoisyClassMeans) -> NoisyClassMeans:
         """Add the state of ``other`` (another shard); returns self."""
         if not isinstance(other, NoisyClassMeans):
-            raise TypeError(f"other: expected a NoisyClassMeans, got {type(other).__name__}")
+            raise InputTypeError(f"other: expected a NoisyClassMeans, got {type(other).__name__}")
         self._split.merge(other._split)
         return self
 
@@ -154,12 +162,14 @@ class NoisyClassMeans:
             torch.cat([clean_s + noisy_s, invalid_s, torch.zeros_like(invalid_s)]),
             opts,
             name,
+            scale_exp=self._split.scale_exp,
         )
         clean = class_statistics(
             torch.cat([clean_n, invalid_n, noisy_n.sum().reshape(1)]),
             torch.cat([clean_s, invalid_s, noisy_s.sum(0, keepdim=True)]),
             dataclasses.replace(opts, drop_empty_classes=True),
             name,
+            scale_exp=self._split.scale_exp,
         )
         return observed, clean
 
@@ -180,7 +190,10 @@ class NoiseAccumulator(_PassTwo):
     _pass1_name = "clean"
 
     def __init__(self, clean: ClassStatistics, *, stage: bool = True) -> None:
-        super().__init__(clean.num_total_classes, clean.dim, clean.means.device, stage)
+        check_statistics(clean, "clean")
+        super().__init__(
+            clean.num_total_classes, clean.dim, clean.means.device, stage, clean.scale_exp
+        )
         if clean.num_classes != clean.num_total_classes:
             missing = sorted(set(range(clean.num_total_classes)) - set(clean.classes.tolist()))
             raise ValueError(f"labels: class(es) {missing} have no clean sample")
@@ -269,24 +282,28 @@ class NoiseAccumulator(_PassTwo):
         mem = float(t[:, _MEM].sum()) / total_noisy if total_noisy else nan
         proj = float(t[:, _PROJ].sum()) / total_noisy if total_noisy else nan
         frac = float(t[:, _FRAC].sum()) / total_noisy if total_noisy else nan
+        # Coinciding clean class means (D = 0) leave the scale-free values undefined: NaN, as
+        # docs/conventions.md states.
+        inv = 1.0 / scale if scale > 0 else nan
+        back = -self.scale_exp  # distances back from the units of 2^-scale_exp
         values = {
             "noise_rate": total_noisy / float(clean_n.sum() + noisy_n.sum()),
-            "memorization": mem,
-            "memorization_scaled": mem / scale,
-            "dilation_mean": float(dil_mean.mean()),
-            "dilation_std": float(dil_std.mean()),
-            "dilation_mean_scaled": float(dil_mean.mean()) / scale,
-            "dilation_std_scaled": float(dil_std.mean()) / scale,
+            "memorization": ldexp_float(mem, back),
+            "memorization_scaled": mem * inv,
+            "dilation_mean": ldexp_float(float(dil_mean.mean()), back),
+            "dilation_std": ldexp_float(float(dil_std.mean()), back),
+            "dilation_mean_scaled": float(dil_mean.mean()) * inv,
+            "dilation_std_scaled": float(dil_std.mean()) * inv,
             "clean_nc1": clean_nc1,
-            "corruption_bias": proj,
-            "corruption_bias_scaled": proj / scale,
+            "corruption_bias": ldexp_float(proj, back),
+            "corruption_bias_scaled": proj * inv,
             "corruption_bias_fraction": frac,
-            "clean_mean_distance": scale,
+            "clean_mean_distance": ldexp_float(scale, back),
         }
         per_class = {
-            "memorization": mem_per_class.tolist(),
-            "dilation_mean": dil_mean.tolist(),
-            "dilation_std": dil_std.tolist(),
+            "memorization": ldexp(mem_per_class, back).tolist(),
+            "dilation_mean": ldexp(dil_mean, back).tolist(),
+            "dilation_std": ldexp(dil_std, back).tolist(),
             "noisy_count": noisy_n.tolist(),
             "clean_count": clean_n.tolist(),
         }
@@ -312,9 +329,9 @@ def measure_noise(
     obs = as_labels(observed, h.shape[0], h.device, name="observed")
     tru = as_labels(true, h.shape[0], h.device, name="true")
     if num_classes is None:
-        num_classes = int(torch.maximum(obs.max(), tru.max())) + 1 if obs.numel() else 0
+        num_classes = infer_num_classes(torch.cat([obs, tru]), h.shape[0], name="observed/true")
     k = check_num_classes(num_classes)
-    means = NoisyClassMeans(k, stage=False)
+    means = NoisyClassMeans(k, stage=False, scale_exp=choose_scale_exp(h))
     means.update(h, obs, tru)
     acc = NoiseAccumulator(means.compute()[1], stage=False)
     acc.update(h, obs, tru)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from nclab.errors import InputTypeError
+
 GlobalMean = Literal["sample", "class"]
 WithinClass = Literal["pooled", "class_balanced"]
 
@@ -45,11 +47,19 @@ class MetricOptions:
         if self.within_class not in _WITHIN:
             raise ValueError(f"within_class: expected one of {_WITHIN}, got {self.within_class!r}")
         if not isinstance(self.center_weights, bool):
-            raise TypeError(f"center_weights: expected a bool, got {self.center_weights!r}")
+            raise InputTypeError(f"center_weights: expected a bool, got {self.center_weights!r}")
         if not isinstance(self.drop_empty_classes, bool):
-            raise TypeError(f"drop_empty_classes: expected a bool, got {self.drop_empty_classes!r}")
-        if self.rank_rtol is not None and not (0.0 <= float(self.rank_rtol) < 1.0):
-            raise ValueError(f"rank_rtol: expected a number in [0, 1), got {self.rank_rtol!r}")
+            raise InputTypeError(
+                f"drop_empty_classes: expected a bool, got {self.drop_empty_classes!r}"
+            )
+        if self.rank_rtol is not None and (
+            isinstance(self.rank_rtol, bool)
+            or not isinstance(self.rank_rtol, (int, float))
+            or not (0.0 <= self.rank_rtol < 1.0)
+        ):
+            raise ValueError(
+                f"rank_rtol: expected None or a number in [0, 1), got {self.rank_rtol!r}"
+            )
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> MetricOptions:
@@ -57,7 +67,9 @@ class MetricOptions:
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(kwargs) - known)
         if unknown:
-            raise TypeError(f"unknown metric option(s) {unknown}; valid options: {sorted(known)}")
+            raise InputTypeError(
+                f"unknown metric option(s) {unknown}; valid options: {sorted(known)}"
+            )
         return cls(**kwargs)
 
     def as_dict(self) -> dict[str, Any]:

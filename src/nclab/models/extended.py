@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from scipy import optimize
 
+from nclab.devices import check_device
 from nclab.losses import Loss
 from nclab.metrics import CollapseReport, measure
 from nclab.models.conventions import check_penalty, to_standard_feature, to_standard_weight
@@ -311,6 +312,7 @@ class ExtendedUFM:
         """
         _check_size("restarts", restarts, 1)
         check_start(seed, init_scale)
+        device = check_device(device)
         check_solver_options(
             method=method,
             tol=tol,

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from nclab.devices import check_device
 from nclab.losses import Loss
 from nclab.metrics import CollapseReport, measure
 from nclab.models import theory
@@ -276,6 +277,7 @@ class UFM:
         """
         _check_size("restarts", restarts, 1)
         check_start(seed, init_scale)
+        device = check_device(device)
         check_solver_options(
             method=method,
             tol=tol,

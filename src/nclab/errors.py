@@ -1,0 +1,20 @@
+"""The exceptions nclab raises for bad input, so that callers (and the CLI) can tell them from
+internal failures.
+
+Every error about what a user passed is an :class:`InputError` (a ``ValueError``) whose message
+names the argument, the config key or the file and says what was expected; an argument of the
+wrong type raises :class:`InputTypeError`, which is also a ``TypeError`` as Python's convention
+asks. ``nclab`` exits with code 2 on these and lets anything else surface as what it is.
+"""
+
+from __future__ import annotations
+
+__all__ = ["InputError", "InputTypeError"]
+
+
+class InputError(ValueError):
+    """Bad input; the message names the argument and what was expected."""
+
+
+class InputTypeError(InputError, TypeError):
+    """An argument of the wrong type; the message names the argument and the expected type."""
