@@ -12,13 +12,14 @@ import pytest
 
 import nclab.train.trainer
 from nclab.cli import main
+from nclab.errors import InputError
 from nclab.metrics.options import MetricOptions
 from nclab.train.config import OptimConfig, TrackConfig, TrainConfig, apply_overrides
 from nclab.train.presets import PRESETS, preset
 
 
 def refused(overrides: list[str]) -> str:
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(InputError) as info:  # bad input: the CLI's exit code 2
         apply_overrides(TrainConfig(), overrides)
     return str(info.value)
 
@@ -178,7 +179,7 @@ def test_every_preset_is_valid() -> None:
     ],
 )  # fmt: skip
 def test_malformed_yaml_gives_file_line_and_column(text: str, message: str) -> None:
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(InputError) as info:
         TrainConfig.from_yaml(text, source="cfg.yaml")
     assert str(info.value).startswith(message)
     assert "\n" not in str(info.value)

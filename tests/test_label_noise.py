@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from nclab.errors import InputError
 from nclab.train.noise import corrupt_labels
 
 N, K, ETA = 20_000, 10, 0.2
@@ -92,7 +93,7 @@ def test_redraw_convention_is_the_default_and_flips_eta_k_minus_1_over_k() -> No
 
 
 def test_convention_and_rate_validation() -> None:
-    with pytest.raises(ValueError, match=r"convention: expected one of \('redraw', 'flip'\)"):
+    with pytest.raises(InputError, match=r"convention: expected one of \('redraw', 'flip'\)"):
         corrupt_labels(LABELS, K, 0.1, convention="exact")
     for bad in (float("nan"), -0.1, True, "0.1"):
         with pytest.raises(ValueError, match=r"rate: expected a noise rate in \[0, 1\)"):

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from nclab.errors import InputError
+
 if TYPE_CHECKING:
     from nclab.metrics.options import MetricOptions
 
@@ -222,7 +224,7 @@ class TrainConfig:
         """Build from a mapping of sections to mappings of keys (an empty section may be None)."""
         cfg = cls()
         if not isinstance(data, dict):
-            raise ValueError(f"config: expected a mapping of sections, got {type(data).__name__}")
+            raise InputError(f"config: expected a mapping of sections, got {type(data).__name__}")
         for section, values in data.items():
             _set_section(cfg, section, values)
         cfg.validate()
@@ -238,11 +240,11 @@ class TrainConfig:
         try:
             data, marks = _parse_yaml(text)
         except _YAMLProblem as err:
-            raise ValueError(f"{source}:{err.line}:{err.column}: {err.message}") from None
+            raise InputError(f"{source}:{err.line}:{err.column}: {err.message}") from None
         if data is None:
             data = {}
         if not isinstance(data, dict):
-            raise ValueError(
+            raise InputError(
                 f"{source}:{_where(marks, '')}: expected a mapping of sections "
                 f"({', '.join(_section_names(cls()))}) at the top level, got "
                 f"{_describe(data)}"
@@ -252,7 +254,7 @@ class TrainConfig:
         except ValueError as err:
             key = str(err).split(":", 1)[0]
             where = f"{source}:{_where(marks, key)}" if key in marks else source
-            raise ValueError(f"{where}: {err}") from None
+            raise InputError(f"{where}: {err}") from None
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> TrainConfig:
@@ -261,17 +263,17 @@ class TrainConfig:
         p = Path(path)
         if not p.is_file():
             what = "is not a file" if p.exists() else "does not exist"
-            raise ValueError(f"config: {p} {what}")
+            raise InputError(f"config: {p} {what}")
         try:
             raw = p.read_bytes()
         except OSError as err:
-            raise ValueError(f"config: cannot read {p}: {err.strerror}") from None
+            raise InputError(f"config: cannot read {p}: {err.strerror}") from None
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as err:
             line = raw.count(b"\n", 0, err.start) + 1
             column = err.start - raw.rfind(b"\n", 0, err.start)
-            raise ValueError(
+            raise InputError(
                 f"{p}:{line}:{column}: not UTF-8 text (byte 0x{raw[err.start]:02x}); "
                 "save the config as UTF-8"
             ) from None
@@ -399,11 +401,11 @@ class TrainConfig:
         ]
         for ok, key, expected in checks:
             if not ok:
-                raise ValueError(f"{key}: expected {expected}, got {_show(_get(self, key))}")
+                raise InputError(f"{key}: expected {expected}, got {_show(_get(self, key))}")
         try:
             self.track.metric_options()
         except (TypeError, ValueError) as err:
-            raise ValueError(_rekey("track", err, self.track)) from None
+            raise InputError(_rekey("track", err, self.track)) from None
         from nclab.losses import Loss
 
         try:
@@ -415,7 +417,7 @@ class TrainConfig:
                 target_weight=lo.target_weight,
             )
         except ValueError as err:
-            raise ValueError(_rekey("loss", err, lo, alias={"loss": "name"})) from None
+            raise InputError(_rekey("loss", err, lo, alias={"loss": "name"})) from None
 
 
 def _in_range(value: int | None, low: int) -> bool:
@@ -450,29 +452,29 @@ def _section_names(cfg: TrainConfig) -> list[str]:
 
 def _set_section(cfg: TrainConfig, section: str, values: Any) -> None:
     if section not in _section_names(cfg):
-        raise ValueError(
+        raise InputError(
             f"{section}: unknown config section; valid sections: {_section_names(cfg)}"
         )
     if values is None:  # a section whose keys are all commented out
         return
     if not isinstance(values, dict):
-        raise ValueError(f"{section}: expected a mapping of keys, got {_show(values)}")
+        raise InputError(f"{section}: expected a mapping of keys, got {_show(values)}")
     for key, value in values.items():
         _set_key(cfg, f"{section}.{key}", value)
 
 
 def _set_key(cfg: TrainConfig, dotted: str, value: Any) -> None:
     if dotted.count(".") != 1:
-        raise ValueError(f"{dotted}: expected section.key, e.g. optim.lr")
+        raise InputError(f"{dotted}: expected section.key, e.g. optim.lr")
     section, key = dotted.split(".")
     if section not in _section_names(cfg):
-        raise ValueError(
+        raise InputError(
             f"{dotted}: unknown config section {section!r}; valid: {_section_names(cfg)}"
         )
     obj = getattr(cfg, section)
     hints = typing.get_type_hints(type(obj))
     if key not in hints:
-        raise ValueError(f"{dotted}: unknown config key; valid keys of {section}: {sorted(hints)}")
+        raise InputError(f"{dotted}: unknown config key; valid keys of {section}: {sorted(hints)}")
     setattr(obj, key, _coerce(dotted, value, hints[key]))
 
 
@@ -486,15 +488,15 @@ def _coerce(dotted: str, value: Any, hint: Any) -> Any:
         return _coerce(dotted, value, inner[0])
     if origin is list:
         if not isinstance(value, list):
-            raise ValueError(f"{dotted}: expected a list, got {_show(value)}")
+            raise InputError(f"{dotted}: expected a list, got {_show(value)}")
         return [_coerce(dotted, v, args[0]) for v in value]
     if hint is bool:
         if not isinstance(value, bool):
-            raise ValueError(f"{dotted}: expected true or false, got {_show(value)}")
+            raise InputError(f"{dotted}: expected true or false, got {_show(value)}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{dotted}: expected an integer, got {_show(value)}")
+            raise InputError(f"{dotted}: expected an integer, got {_show(value)}")
         return value
     if hint is float:
         number = value
@@ -504,17 +506,17 @@ def _coerce(dotted: str, value: Any, hint: Any) -> Any:
             except ValueError:
                 pass
         if isinstance(number, bool) or not isinstance(number, (int, float)):
-            raise ValueError(f"{dotted}: expected a number, got {_show(value)}")
+            raise InputError(f"{dotted}: expected a number, got {_show(value)}")
         try:
             number = float(number)
         except OverflowError:  # an integer beyond the float range
             number = math.inf
         if not math.isfinite(number):
-            raise ValueError(f"{dotted}: expected a finite number, got {_show(value)}")
+            raise InputError(f"{dotted}: expected a finite number, got {_show(value)}")
         return number
     if hint is str:
         if not isinstance(value, str):
-            raise ValueError(f"{dotted}: expected a string, got {_show(value)}")
+            raise InputError(f"{dotted}: expected a string, got {_show(value)}")
         return value
     raise TypeError(f"{dotted}: unsupported config type {hint!r}")
 
@@ -526,12 +528,12 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
     new = copy.deepcopy(cfg)
     for item in overrides:
         if "=" not in item:
-            raise ValueError(f"{item}: expected section.key=value")
+            raise InputError(f"{item}: expected section.key=value")
         key, raw = item.split("=", 1)
         try:
             value, _ = _parse_yaml(raw)
         except _YAMLProblem as err:
-            raise ValueError(
+            raise InputError(
                 f"{key.strip()}: the value {raw!r} does not parse: {err.message}"
             ) from None
         _set_key(new, key.strip(), value)

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from nclab.errors import InputError
 from nclab.metrics._inputs import as_labels, check_num_classes
 
 __all__ = ["NOISE_CONVENTIONS", "NOISE_KINDS", "NoisyLabels", "corrupt_labels"]
@@ -71,16 +72,16 @@ def corrupt_labels(
     """
     k = check_num_classes(num_classes)
     if kind not in NOISE_KINDS:
-        raise ValueError(f"kind: expected one of {NOISE_KINDS}, got {kind!r}")
+        raise InputError(f"kind: expected one of {NOISE_KINDS}, got {kind!r}")
     if convention not in NOISE_CONVENTIONS:
-        raise ValueError(f"convention: expected one of {NOISE_CONVENTIONS}, got {convention!r}")
+        raise InputError(f"convention: expected one of {NOISE_CONVENTIONS}, got {convention!r}")
     if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0.0 <= rate < 1.0:
-        raise ValueError(f"rate: expected a noise rate in [0, 1), got {rate!r}")
+        raise InputError(f"rate: expected a noise rate in [0, 1), got {rate!r}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**63:
-        raise ValueError(f"seed: expected an integer in [0, 2**63), got {seed!r}")
+        raise InputError(f"seed: expected an integer in [0, 2**63), got {seed!r}")
     true = as_labels(labels, len(labels), torch.device("cpu"))
     if true.numel() and (int(true.min()) < 0 or int(true.max()) >= k):
-        raise ValueError(f"labels: expected class indices in [0, {k})")
+        raise InputError(f"labels: expected class indices in [0, {k})")
     gen = torch.Generator().manual_seed(int(seed))
     n = true.numel()
     if convention == "flip":
