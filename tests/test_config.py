@@ -389,3 +389,8 @@ def test_a_refused_override_leaves_the_config_as_it_was() -> None:
         apply_overrides(cfg, ["optim.lr=0.5", "noise.rate=0.3", "optim.gamma=-1"])
     assert cfg.to_dict() == before
     assert apply_overrides(cfg, ["optim.lr=0.5"]) is cfg and cfg.optim.lr == 0.5
+
+
+def test_an_unknown_preset_is_named() -> None:
+    with pytest.raises(InputError, match=r"^--preset: expected one of \['cpu-cnn', 'cpu-mlp'"):
+        preset("cpu-resnet")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from nclab.errors import InputError
 from nclab.train.config import TrainConfig
 
 __all__ = ["PRESETS", "preset"]
@@ -61,5 +62,5 @@ PRESETS: dict[str, dict[str, Any]] = {
 def preset(name: str) -> TrainConfig:
     """The :class:`TrainConfig` of preset ``name``."""
     if name not in PRESETS:
-        raise ValueError(f"--preset: expected one of {sorted(PRESETS)}, got {name!r}")
+        raise InputError(f"--preset: expected one of {sorted(PRESETS)}, got {name!r}")
     return TrainConfig.from_dict(copy.deepcopy(PRESETS[name]))
