@@ -14,10 +14,11 @@ from nclab.metrics.hooks import collect, find_classifier
 from nclab.metrics.measure import measure, measure_batches
 from nclab.metrics.noise import NoiseAccumulator, NoiseReport, NoisyClassMeans, measure_noise
 from nclab.metrics.options import MetricOptions
-from nclab.metrics.report import METRICS, CollapseReport
+from nclab.metrics.report import METRICS, PER_CLASS, CollapseReport
 
 __all__ = [
     "METRICS",
+    "PER_CLASS",
     "ClassMeans",
     "ClassStatistics",
     "CollapseAccumulator",

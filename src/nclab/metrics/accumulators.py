@@ -780,7 +780,27 @@ class CollapseAccumulator(_PassTwo):
                     ),
                 }
             )
+        counts_np = counts.numpy()
+        variances = within / counts
+        per_class = {
+            "count": counts_np.copy(),
+            "mean_norm": ldexp(torch.linalg.vector_norm(centred, dim=1), -self.scale_exp).numpy(),
+            "within_variance": ldexp(variances, -2 * self.scale_exp).numpy(),
+            "cdnv": _nanmean_rows(_nc1.cdnv_matrix(variances, centred)),
+            "ncc_accuracy": (table[_NCC_OK, :k] / counts).numpy(),
+        }
+        if self.weight is not None:
+            per_class.update(
+                {
+                    "weight_norm": ldexp(
+                        torch.linalg.vector_norm(self.weight.cpu(), dim=1), -self._classifier_exp
+                    ).numpy(),
+                    "classifier_accuracy": (table[_CLS_OK, :k] / counts).numpy(),
+                    "nc4_ncc_mismatch": (table[_MISMATCH, :k] / counts).numpy(),
+                }
+            )
         return CollapseReport(
+            per_class=per_class,
             values=values,
             num_samples=int(n_total),
             num_classes=k,
@@ -801,6 +821,13 @@ def _classifier_exp(weight: torch.Tensor, bias: torch.Tensor | None, scale_exp: 
             if largest > 0:
                 exps.append(math.frexp(largest)[1] + shift)
     return -max(exps) if exps else 0
+
+
+def _nanmean_rows(matrix: torch.Tensor) -> Any:
+    """Mean of each row over its off-diagonal entries (the diagonal is NaN)."""
+    k = matrix.shape[0]
+    off = ~torch.eye(k, dtype=torch.bool)
+    return matrix[off].reshape(k, k - 1).mean(1).numpy()
 
 
 def _safe_ratio(num: float, den: float) -> float:

@@ -75,6 +75,14 @@ def pair_distances_sq(centred_means: torch.Tensor) -> torch.Tensor:
     return (sq.unsqueeze(0) + sq.unsqueeze(1) - 2.0 * g).clamp_min(0.0)
 
 
+def cdnv_matrix(class_variances: torch.Tensor, centred_means: torch.Tensor) -> torch.Tensor:
+    """K x K matrix of (σ²_c + σ²_c') / (2 ‖μ_c - μ_c'‖²) (diagonal NaN: a class with itself)."""
+    dist = pair_distances_sq(centred_means)
+    out = (class_variances.unsqueeze(0) + class_variances.unsqueeze(1)) / (2.0 * dist)
+    out.fill_diagonal_(float("nan"))
+    return out
+
+
 def cdnv(class_variances: torch.Tensor, centred_means: torch.Tensor) -> float:
     """Class-distance normalized variance averaged over the K(K-1)/2 pairs of classes.
 

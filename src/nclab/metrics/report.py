@@ -6,13 +6,17 @@ reference, the CLI table and the docstrings all describe these keys.
 
 from __future__ import annotations
 
+import html
 import json
 import math
 from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
 
 from nclab.metrics.options import MetricOptions
 
-__all__ = ["METRICS", "CollapseReport"]
+__all__ = ["METRICS", "PER_CLASS", "CollapseReport"]
 
 METRICS: dict[str, str] = {
     "nc1": "NC1 = (1/K) tr(Σ_W Σ_B^†) (Papyan et al. 2020); 0 at collapse",
@@ -44,12 +48,26 @@ METRICS: dict[str, str] = {
 }
 
 
+PER_CLASS: dict[str, str] = {
+    "count": "n_c, samples of class c",
+    "mean_norm": "‖μ_c - μ_G‖, distance of the class mean from the global mean",
+    "within_variance": "σ²_c = mean over i in c of ‖h_i - μ_c‖²",
+    "cdnv": "mean over c' ≠ c of (σ²_c + σ²_c')/(2‖μ_c - μ_c'‖²): class c's row of the CDNV",
+    "ncc_accuracy": "fraction of class c whose nearest class centre is μ_c",
+    "weight_norm": "‖w_c‖, norm of the classifier row",
+    "classifier_accuracy": "fraction of class c with argmax(Wh + b) = c",
+    "nc4_ncc_mismatch": "fraction of class c where nearest class centre ≠ argmax(Wh + b)",
+}
+
+
 @dataclass(frozen=True)
 class CollapseReport:
     """Neural-collapse numbers of one feature set (one layer), with their context.
 
     ``values`` holds the metrics (keys of :data:`METRICS`); the weight-based keys are absent
     (not NaN) when no classifier was given. ``as_dict()`` adds the sizes as floats.
+    ``per_class`` holds the per-class breakdowns (keys of :data:`PER_CLASS`; the classifier's
+    only with a classifier), each a float64 numpy array over the measured ``classes``.
     """
 
     values: dict[str, float]
@@ -60,6 +78,7 @@ class CollapseReport:
     classes: tuple[int, ...]
     class_counts: tuple[int, ...]
     options: MetricOptions = field(default_factory=MetricOptions)
+    per_class: dict[str, np.ndarray[Any, Any]] = field(default_factory=dict)
 
     def __getitem__(self, key: str) -> float:
         return self.as_dict()[key]
@@ -94,9 +113,36 @@ class CollapseReport:
     def __str__(self) -> str:
         return self.to_table()
 
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{k}={_fmt(self.values[k])}"
+            for k in ("nc1", "nc2_etf_means", "nc3_duality")
+            if k in self.values
+        )
+        return (
+            f"CollapseReport(K={self.num_classes}, N={self.num_samples}, d={self.dim}, "
+            f"{shown}; {len(self.values)} metrics, per_class: {sorted(self.per_class)})"
+        )
+
+    def _repr_html_(self) -> str:
+        """The table for Jupyter: key, value, what the value is; the options below."""
+        rows = "".join(
+            f"<tr><td><code>{html.escape(k)}</code></td><td style='text-align:right'>"
+            f"{html.escape(_fmt(v))}</td><td>{html.escape(METRICS.get(k, ''))}</td></tr>"
+            for k, v in self.as_dict().items()
+        )
+        opts = ", ".join(f"{k}={v}" for k, v in self.options.as_dict().items())
+        return (
+            f"<table><caption>Neural collapse: K = {self.num_classes}, N = {self.num_samples}, "
+            f"d = {self.dim}</caption><thead><tr><th>key</th><th>value</th><th>definition</th>"
+            f"</tr></thead><tbody>{rows}</tbody></table><p>options: {html.escape(opts)}; "
+            f"per-class breakdowns in <code>.per_class</code>: "
+            f"{html.escape(', '.join(sorted(self.per_class)))}</p>"
+        )
+
 
 def _fmt(value: float) -> str:
-    if value.is_integer() and abs(value) < 1e15:
+    if math.isfinite(value) and value.is_integer() and abs(value) < 1e15:
         return str(int(value))
     return f"{value:.6g}"
 
