@@ -216,8 +216,6 @@ def set_up(
     ``distributed=False`` stays a single process even under ``torchrun`` (reading a run back)."""
     cfg.validate()
     device = resolve_device(cfg.run.device)
-    threads = cfg.run.threads if cfg.run.threads is not None else default_threads()
-    torch.set_num_threads(threads)
     rank, world = init_distributed(device) if distributed else (0, 1)
     train, test, k, shape = prepare_data(cfg, device, download)
     torch.manual_seed(cfg.run.seed)

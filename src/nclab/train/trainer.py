@@ -49,6 +49,7 @@ from nclab.train.setup import (
     Split,
     all_reduce,
     barrier,
+    default_threads,
     lr_factor,
     make_optimizer,
     prepare_data,
@@ -101,6 +102,8 @@ def train(
     machine; ``model``: train this ``nn.Module`` instead of the one ``cfg.model`` describes (it
     must return K logits; ``track.layers`` name its modules; its last ``nn.Linear``, or one
     named ``fc``, is the classifier whose W, b the metrics use)."""
+    cfg.validate()
+    torch.set_num_threads(cfg.run.threads if cfg.run.threads is not None else default_threads())
     s = set_up(cfg, download=download, model=model)
     out, rank, world = Path(out_dir), s.rank, s.world
     lock = RunLock(out)
@@ -235,19 +238,24 @@ def _sgd_epoch(
 def _start_files(out: Path, s: RunSetup, state: dict[str, Any] | None, notes: list[str]) -> None:
     """Rank 0, lock held: say what happens to the directory, drop what an earlier attempt
     left that this run rewrites, and write its config (and a user network's description)."""
-    for note in notes:
-        print(f"nclab train: {note}", file=sys.stderr)
+    described = out / "model.txt"
+    if state is not None and described.is_file():
+        if not s.user_model:
+            raise RunDirectoryError(
+                f"model: the run trained a network of the user's own ({described}); resume it "
+                "with train(..., model=...) from Python"
+            )
+        if described.read_text() != repr(s.model):
+            raise RunDirectoryError(
+                f"model: the network differs from the one the run trained ({described})"
+            )
     stale = ["model.pt"] if state is not None else ["model.pt", "metrics.csv", "model.txt"]
     for name in stale:  # the final weights (and a new run's table) are written afresh
         (out / name).unlink(missing_ok=True)
+    for note in notes:
+        print(f"nclab train: {note}", file=sys.stderr)
     if s.user_model:
-        described = repr(s.model)
-        if state is not None and (out / "model.txt").is_file():
-            if (out / "model.txt").read_text() != described:
-                raise RunDirectoryError(
-                    f"model: the network differs from the one the run trained ({out / 'model.txt'})"
-                )
-        atomic_write_text(out / "model.txt", described)
+        atomic_write_text(out / "model.txt", repr(s.model))
     write_config(out, s.cfg)
 
 
