@@ -270,3 +270,22 @@ def test_json_has_no_nan_and_lists_what_it_nulled(capsys: pytest.CaptureFixture[
         for part in path.split("."):
             node = node[part]
         assert node is None
+
+
+def test_long_solves_report_progress() -> None:
+    lines: list[str] = []
+    model = UFM(make_loss("ce"), 3, 4, 5, 3e-3, 5e-3)
+    model.solve(method="gd", max_iter=300, tol=1e-12, progress=lines.append, restarts=2)
+    assert not lines  # nothing within the first few seconds
+    from nclab.models.solvers import minimize as run
+
+    def fn(params: list[torch.Tensor]) -> torch.Tensor:
+        return model.objective(*params)
+
+    start = model.initial_point(torch.Generator().manual_seed(0), "cpu", torch.float64, 0.1)
+    run(start, fn, method="gd", max_iter=50, tol=1e-12, progress=lines.append, progress_every=0.0)
+    assert len(lines) == 51 and lines[-1].startswith("iteration 50: objective ")  # 0..50
+    value = float(lines[-1].split("objective ")[1].split(" ")[0])
+    assert value == pytest.approx(
+        run(start, fn, method="gd", max_iter=50, tol=1e-12).objective, rel=1e-11
+    )

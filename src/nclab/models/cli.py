@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import math
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -167,8 +168,13 @@ def _loss(args: argparse.Namespace, name: str) -> Loss:
     )
 
 
+def _progress(line: str) -> None:
+    print(f"nclab solve: {line}", file=sys.stderr, flush=True)
+
+
 def _solver_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {
+        "progress": _progress,
         "method": args.method,
         "restarts": args.restarts,
         "seed": args.seed,

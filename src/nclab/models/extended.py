@@ -27,6 +27,7 @@ Thm 4.2). In the ``tirer`` convention δ = (Π λ)^{1/m}: for L = 1, (λ_W2 λ_W
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -293,10 +294,12 @@ class ExtendedUFM:
         momentum: float | None = None,
         init_scale: float = 0.3,
         record_every: int = 0,
+        progress: Callable[[str], None] | None = None,
         continuation: tuple[float, ...] = (0.05, 0.3),
     ) -> ExtendedSolution:
         """Minimize F from ``restarts`` random starts and keep the lowest objective, which
-        reports its own ``converged``; ``lr`` / ``momentum`` are ``method="gd"``'s.
+        reports its own ``converged``; ``lr`` / ``momentum`` are ``method="gd"``'s; ``progress``
+        is called with a status line every few seconds of a long solve.
 
         The landscape has a local minimum for every subset of the K singular directions of W H
         switched off (each direction's value (1-p)²/2 + (m/2)δ p^{2/m} has a local minimum at
@@ -367,6 +370,7 @@ class ExtendedUFM:
             candidates=[Candidate(zeros, "zero point (a strict local minimum, evaluated)")],
             tol=tol,
             record_every=record_every,
+            progress=progress,
             recorder=recorder if record_every else None,
             **options,
         )

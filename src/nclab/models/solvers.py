@@ -18,6 +18,7 @@ one with the lowest objective is returned, converged or not, and reports its own
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -160,6 +161,8 @@ def minimize(
     bounded: Sequence[bool] | None = None,
     record_every: int = 0,
     recorder: Recorder | None = None,
+    progress: Callable[[str], None] | None = None,
+    progress_every: float = 5.0,
 ) -> SolverResult:
     """Minimize ``fn(params)`` from the given starting point (the tensors are updated in place).
 
@@ -174,6 +177,8 @@ def minimize(
         ``lbfgs``, which would ignore them).
     bounded : per tensor, whether it is constrained to be >= 0.
     record_every : call ``recorder(iteration, params)`` every this many iterations (0: never).
+    progress : called with a line (iteration, objective, elapsed seconds) at most every
+        ``progress_every`` seconds of a long solve (the first after ``progress_every``).
     """
     lr, momentum = check_solver_options(
         method=method,
@@ -191,9 +196,19 @@ def minimize(
                 p.clamp_(min=0.0)
     path: list[dict[str, float]] = []
 
+    started = last = time.monotonic()
+
     def record(iteration: int) -> None:
+        nonlocal last
         if recorder is not None and record_every and iteration % record_every == 0:
             path.append(recorder(iteration, [p.detach() for p in ps]))
+        if progress is not None:
+            now = time.monotonic()
+            if now - last >= progress_every:
+                last = now
+                with torch.no_grad():
+                    value = float(fn([p.detach() for p in ps]))
+                progress(f"iteration {iteration}: objective {value:.12g} ({now - started:.0f} s)")
 
     if method == "gd":
         result = _gradient_descent(ps, fn, tol, max_iter, lr, momentum, bounds, record)
@@ -235,7 +250,16 @@ def multistart(
     """:func:`minimize` from each start (after ``warm_up``, if given), and each of ``candidates``
     evaluated as it is; returns the result with the lowest finite objective (whatever its
     ``converged``, which it reports for itself) and all of them."""
-    results = [minimize(warm_up(s) if warm_up else s, fn, **options) for s in starts]
+    progress = options.pop("progress", None)
+    results = []
+    for i, start in enumerate(starts, start=1):
+
+        def tagged(line: str, i: int = i) -> None:
+            assert progress is not None
+            progress(f"start {i}: {line}")
+
+        each = dict(options, progress=tagged if progress is not None else None)
+        results.append(minimize(warm_up(start) if warm_up else start, fn, **each))
     results += [
         evaluate(c, fn, tol=options.get("tol", 1e-8), bounded=options.get("bounded"))
         for c in candidates

@@ -14,6 +14,7 @@ al., ICLR 2023: features after a ReLU). The ``tirer`` convention is accepted and
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -268,12 +269,14 @@ class UFM:
         momentum: float | None = None,
         init_scale: float = 0.1,
         record_every: int = 0,
+        progress: Callable[[str], None] | None = None,
     ) -> UFMSolution:
         """Minimize F from ``restarts`` random starting points; keep the lowest objective.
 
         The kept run reports its own ``converged`` (gradient norm <= ``tol`` after at least one
         step). ``lr`` / ``momentum`` are ``method="gd"``'s (default 0.1, 0). ``record_every`` > 0
         records (iteration, objective, nc1, nc2_etf_means, nc3_duality) along the kept path.
+        ``progress`` is called with a status line every few seconds of a long solve.
         """
         _check_size("restarts", restarts, 1)
         check_start(seed, init_scale)
@@ -314,6 +317,7 @@ class UFM:
             momentum=momentum,
             bounded=[False, self.nonneg, False][: 3 if self.bias else 2],
             record_every=record_every,
+            progress=progress,
             recorder=recorder if record_every else None,
         )
         return UFMSolution(
