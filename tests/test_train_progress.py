@@ -3,6 +3,7 @@ refusal of one-shot iterators."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,3 +73,34 @@ def test_collect_with_a_progress_bar_gives_the_same_numbers(
     assert (
         "collect: pass 1 of 2" in err and "collect: pass 2 of 2" in err and "0/3" in err
     )  # total known
+
+
+def test_threads_default_and_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nclab.cli import main
+    from nclab.train.setup import default_threads
+
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert default_threads() == 3  # the launcher's (or the sweep worker's) limit is kept
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(16)))
+    assert default_threads() == 4  # capped: more buys little and oversubscribes
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert default_threads() == 2  # 16 cores shared by 8 torchrun processes
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0})
+    assert default_threads() == 1
+    before = torch.get_num_threads()
+    try:
+        run = tmp_path / "run"
+        base = ["train", "--preset", "smoke", "--out", str(run), "optim.epochs=1"]
+        assert main([*base, "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+        # A speed setting: the run resumes with another thread count.
+        assert main([*base, "--resume", "--threads", "2"]) == 0
+        assert torch.get_num_threads() == 2
+        assert main([*base, "--resume", "--threads", "0"]) == 2
+        assert "run.threads" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)

@@ -113,6 +113,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.data_dir is not None:
         # Quoted: the value is read as YAML, where a directory named 123 or ~ is no string.
         overrides.append(f"data.data_dir={json.dumps(args.data_dir)}")
+    if args.threads is not None:
+        overrides.append(f"run.threads={args.threads}")
     cfg = apply_overrides(cfg, overrides)
     out = Path(args.out) if args.out else Path("runs") / name
     result = train(cfg, out, resume=args.resume, download=args.download)

@@ -178,8 +178,9 @@ class RunConfig:
     ``checkpoint_every`` epochs and ``checkpoint_seconds`` of wall time have passed since the
     last one (0 s: every ``checkpoint_every`` epochs), and always after the last epoch; a killed
     run loses at most that much work, and resumes to the same result whatever the cadence.
-    threads: CPU threads of torch's operations (null: the cores available, at most 4, shared
-    among the processes of a ``torchrun`` machine); a speed setting, outside the fingerprint."""
+    threads: CPU threads of torch's operations (null: ``$OMP_NUM_THREADS`` when set, else the
+    cores available shared among a ``torchrun`` machine's processes, at most 4); a speed
+    setting, outside the fingerprint."""
 
     seed: int = 0
     device: str = "auto"

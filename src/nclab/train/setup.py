@@ -87,8 +87,13 @@ def resolve_device(name: str) -> torch.device:
 
 
 def default_threads() -> int:
-    """``run.threads`` when null: the cores this process may run on, divided among the
-    processes ``torchrun`` started on this machine, at most 4 (see ``_MAX_DEFAULT_THREADS``)."""
+    """``run.threads`` when null: ``$OMP_NUM_THREADS`` when set (``torchrun`` with several
+    processes, a sweep's workers and users limit threads with it), else the cores this process
+    may run on, divided among the processes ``torchrun`` started on this machine, at most 4
+    (see ``_MAX_DEFAULT_THREADS``)."""
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    if omp.isdigit() and int(omp) >= 1:
+        return int(omp)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     return max(1, min(_MAX_DEFAULT_THREADS, (cores or 1) // max(local, 1)))
