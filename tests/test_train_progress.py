@@ -104,3 +104,21 @@ def test_threads_default_and_flag(
         assert "run.threads" in capsys.readouterr().err
     finally:
         torch.set_num_threads(before)
+
+
+def test_an_epoch_without_evaluation_prints_its_loss_after_a_quiet_spell(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nclab.train.trainer as trainer
+
+    monkeypatch.setattr(trainer, "_QUIET_SECONDS", 0.0)  # every quiet spell is long enough
+    cfg = apply_overrides(preset("smoke"), ["optim.epochs=3", "track.eval_every=2"])
+    rows = train(cfg, tmp_path / "run").rows
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split("  ")[0] for line in lines] == [
+        "nclab train: epoch 1/3",
+        "nclab train: epoch 2/3",
+        "nclab train: epoch 3/3",
+    ]
+    assert "NC1" not in lines[0] and "NC1: penultimate" in lines[1]
+    assert [r["epoch"] for r in rows] == [2, 3]

@@ -331,13 +331,19 @@ def _stop_message(epoch: int, loss: float, saved_at: int | None, rows: list[dict
     return f"epoch {epoch}: the training loss is {loss}; stopped ({kept}; {table})"
 
 
+# Without a terminal, an epoch that is not evaluated prints its loss when no line was printed
+# for this long, so that a log shows a slow run alive between evaluations.
+_QUIET_SECONDS = 60.0
+
+
 class _Progress:
     """Where a person can see it (``run.progress``): a tqdm bar in a terminal or a notebook;
     elsewhere (nohup, cluster logs, CI) one line on stderr per evaluated epoch with the loss,
-    the accuracies and NC1 of each tracked layer by name. Rank 0 only."""
+    the accuracies and NC1 of each tracked layer by name (and the loss of an epoch that ends a
+    minute without a line). Rank 0 only."""
 
     def __init__(self, s: RunSetup, start: int) -> None:
-        self.epochs, self.lines = s.cfg.optim.epochs, False
+        self.epochs, self.lines, self.last_line = s.cfg.optim.epochs, False, time.monotonic()
         self.bar: Any = None
         if s.rank != 0 or not s.cfg.run.progress:
             return
@@ -356,7 +362,15 @@ class _Progress:
                 loss=f"{train_loss:.4f}", acc=last.get("acc_observed"), nc1=last.get("nc1")
             )
             self.bar.update(1)
+        elif self.lines and not train_rows and time.monotonic() - self.last_line >= _QUIET_SECONDS:
+            print(
+                f"nclab train: epoch {epoch}/{self.epochs}  train loss {train_loss:.4g}",
+                file=sys.stderr,
+                flush=True,
+            )
+            self.last_line = time.monotonic()
         elif self.lines and train_rows:
+            self.last_line = time.monotonic()
             r = train_rows[0]
             nc1 = ", ".join(f"{row['layer']} {row['nc1']:.4g}" for row in train_rows)
             print(
