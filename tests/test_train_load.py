@@ -102,3 +102,23 @@ def test_a_users_network_is_checked_before_anything_is_written(tmp_path: Path) -
     with pytest.raises(ValueError, match=r"layers: \['penultimate'\] not found"):
         train(smoke(), tmp_path / "b", model=TwoStage())
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_network_that_does_not_take_the_images_or_a_shared_layer_is_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class SharedReLU(TwoStage):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.features(x)
+            out: torch.Tensor = self.head(self.features[2](h))  # the ReLU runs twice
+            return out
+
+    with pytest.raises(ValueError, match=r"track\.layers: module 'features\.2' ran 2 times"):
+        train(smoke("track.layers=[features.2]"), tmp_path / "a", model=SharedReLU())
+    flat = nn.Sequential(nn.Linear(784, 4))  # no Flatten: (2, 1, 28, 28) images do not fit
+    with pytest.raises(
+        ValueError,
+        match=r"model: a forward pass of two training images of shape \(1, 28, 28\) failed",
+    ):
+        train(smoke("track.layers=['0']"), tmp_path / "b", model=flat)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -189,6 +189,15 @@ def _check_network(
             captured.new_pass()
             out = model(x[:2])
             feats = {name: captured[name] for name in layers}
+    except (RuntimeError, TypeError) as err:
+        # Bad input either way: a tracked layer that cannot be measured ("layers: ..."), or a
+        # network that does not take the dataset's images.
+        if str(err).startswith("layers:"):
+            raise ValueError(f"track.{err}") from None
+        raise ValueError(
+            f"model: a forward pass of two training images of shape {tuple(x.shape[1:])} "
+            f"failed ({type(err).__name__}: {err})"
+        ) from None
     finally:
         model.train(was_training)
         if handle is not None:
