@@ -37,6 +37,8 @@ def to_tensor(x: Any, name: str, device: torch.device | str | None = None) -> to
             ) from err
     if t.is_complex():
         raise InputTypeError(f"{name}: expected real values, got complex dtype {t.dtype}")
+    if t.device.type == "meta":
+        raise ValueError(f"{name}: a tensor on the 'meta' device holds no data to measure")
     if device is not None:
         t = t.to(device)
     return t

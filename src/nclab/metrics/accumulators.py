@@ -674,13 +674,20 @@ class CollapseAccumulator(_PassTwo):
             # The decisions argmax(W h + b) are those of c(W h + b) for any c > 0: with the
             # features in units of 2^-e_f, W and 2^e_f b are scaled by one power of two that
             # brings the larger of them into [1/2, 1), so that extreme classifiers neither
-            # overflow nor vanish (the invariant metrics of W do not change).
-            self._classifier_exp = _classifier_exp(w, b, self.scale_exp)
-            self.weight = ldexp(w, self._classifier_exp)
-            self.bias = ldexp(b, self._classifier_exp + self.scale_exp) if b is not None else None
-            w_tilde = self.weight - self.weight.mean(0, keepdim=True)
+            # overflow nor vanish. The scale-invariant metrics of W use W scaled on its own
+            # (``self.weight``), which a tiny W next to a large b cannot flush to zero.
+            self._weight_exp = _classifier_exp(w, None, 0)
+            self.weight, self.bias = ldexp(w, self._weight_exp), b
+            exp = _classifier_exp(w, b, self.scale_exp)
+            w_dec = ldexp(w, exp)
+            b_dec = ldexp(b, exp + self.scale_exp) if b is not None else torch.zeros_like(w[:, 0])
+            self._bias_relation = ldexp_float(
+                float(torch.linalg.vector_norm(w_dec @ stats.global_mean + b_dec)),
+                -(exp + self.scale_exp),
+            )
+            w_tilde = w_dec - w_dec.mean(0, keepdim=True)
             blocks.append(w_tilde[: k - 1])
-            w_off = means @ w_tilde.T + (self.bias if self.bias is not None else 0.0)
+            w_off = means @ w_tilde.T + b_dec
             self._w_off = torch.cat([w_off, means.new_zeros(2, k)])
         self._rhs = torch.cat(blocks).contiguous()
         self._means_ext = torch.cat([means, means.new_zeros(2, means.shape[1])])
@@ -762,7 +769,6 @@ class CollapseAccumulator(_PassTwo):
         if self.weight is not None:
             w = self.weight.cpu()
             w_etf = w - w.mean(0, keepdim=True) if opts.center_weights else w
-            bias = self.bias.cpu() if self.bias is not None else torch.zeros(k, dtype=_F64)
             values.update(
                 {
                     "nc2_equinorm_weights": _nc2.equinorm(w),
@@ -774,10 +780,7 @@ class CollapseAccumulator(_PassTwo):
                     "nc3_wh_etf": _nc3.wh_etf_distance(w, centred),
                     "nc4_ncc_mismatch": float(table[_MISMATCH, :k].sum()) / n_total,
                     "classifier_accuracy": float(table[_CLS_OK, :k].sum()) / n_total,
-                    "bias_relation": ldexp_float(
-                        float(torch.linalg.vector_norm(w @ st.global_mean.cpu() + bias)),
-                        -(self._classifier_exp + self.scale_exp),
-                    ),
+                    "bias_relation": self._bias_relation,
                 }
             )
         counts_np = counts.numpy()
@@ -793,7 +796,7 @@ class CollapseAccumulator(_PassTwo):
             per_class.update(
                 {
                     "weight_norm": ldexp(
-                        torch.linalg.vector_norm(self.weight.cpu(), dim=1), -self._classifier_exp
+                        torch.linalg.vector_norm(self.weight.cpu(), dim=1), -self._weight_exp
                     ).numpy(),
                     "classifier_accuracy": (table[_CLS_OK, :k] / counts).numpy(),
                     "nc4_ncc_mismatch": (table[_MISMATCH, :k] / counts).numpy(),
