@@ -115,6 +115,7 @@ _FLAGS = {
     "momentum": "--momentum",
     "convention": "--convention",
     "activation": "--activation",
+    "device": "--device",
 }
 
 
