@@ -15,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from nclab.cli import main
+from nclab.errors import InputError
 from nclab.train.config import TrainConfig, apply_overrides
 from nclab.train.figures import lr_drops, plot_run, run_figure
 from nclab.train.presets import preset
@@ -125,11 +126,11 @@ def test_bad_input_names_the_argument(noisy_run: Path, tmp_path: Path) -> None:
         plot_run(tmp_path / "absent")
     with pytest.raises(FileNotFoundError, match=r"path: .*metrics\.csv does not exist"):
         plot_run(tmp_path)
-    with pytest.raises(ValueError, match=r"layers: \['fc'\] not in this run.*'penultimate'"):
+    with pytest.raises(InputError, match=r"layers: \['fc'\] not in this run.*'penultimate'"):
         plot_run(noisy_run, tmp_path / "x.png", layers=["fc"])
     table = tmp_path / "metrics.csv"
     table.write_text(",".join(COLUMNS) + "\n")
-    with pytest.raises(ValueError, match="rows: the run has no evaluated epoch"):
+    with pytest.raises(InputError, match="rows: the run has no evaluated epoch"):
         run_figure(read_metrics(table))
     lines = (noisy_run / "metrics.csv").read_text().splitlines()
     cells = lines[1].split(",")
@@ -401,11 +402,11 @@ def test_unknown_extension_is_refused(
     noisy_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(
-        ValueError,
+        InputError,
         match=r"^out: '.*fig\.jpg' ends in '\.jpg'; expected one of \.png, \.pdf, \.svg$",
     ):
         plot_run(noisy_run, tmp_path / "fig.jpg")
-    with pytest.raises(ValueError, match=r"^out: '.*fig' has no extension; expected one of"):
+    with pytest.raises(InputError, match=r"^out: '.*fig' has no extension; expected one of"):
         plot_run(noisy_run, tmp_path / "fig")
     out = tmp_path / "fig.eps"
     assert main(["plot", str(noisy_run), "--out", str(out)]) == 2

@@ -42,6 +42,7 @@ from typing import Any
 
 import yaml
 
+from nclab.errors import InputError
 from nclab.io import atomic_write
 from nclab.train.table import read_metrics
 
@@ -68,7 +69,7 @@ def figure_format(path: str | os.PathLike[str], name: str = "out") -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
         got = f"ends in {suffix!r}" if suffix else "has no extension"
-        raise ValueError(f"{name}: {os.fspath(path)!r} {got}; expected one of {', '.join(FORMATS)}")
+        raise InputError(f"{name}: {os.fspath(path)!r} {got}; expected one of {', '.join(FORMATS)}")
     return FORMATS[suffix]
 
 
@@ -340,13 +341,13 @@ def run_figure(
     from matplotlib.transforms import ScaledTranslation
 
     if not rows:
-        raise ValueError("rows: the run has no evaluated epoch yet")
+        raise InputError("rows: the run has no evaluated epoch yet")
     present = list(dict.fromkeys(row["layer"] for row in rows))
     if layers is None:
         layers = present
     unknown = [name for name in layers if name not in present]
     if unknown:
-        raise ValueError(f"layers: {unknown} not in this run; its tracked layers are {present}")
+        raise InputError(f"layers: {unknown} not in this run; its tracked layers are {present}")
     epochs = {row["epoch"] for row in rows}
     marker = "." if len(epochs) <= 40 else None  # markers hide long runs
     panels = _panels(rows, layers, present, marker)
@@ -406,7 +407,8 @@ def plot_run(
 ) -> Path:
     """Draw the figure of the run in directory ``run`` (see the module docstring) and write it
     atomically to ``out`` (default ``run/metrics.png``) in the format its extension names
-    (:data:`FORMATS`: PNG, PDF or SVG; any other is a ValueError); returns the path written."""
+    (:data:`FORMATS`: PNG, PDF or SVG; any other is an :class:`~nclab.errors.InputError`);
+    returns the path written."""
     path = Path(out) if out is not None else Path(run) / "metrics.png"
     fmt = figure_format(path)
     run_dir = Path(run)
