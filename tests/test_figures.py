@@ -132,6 +132,9 @@ def test_bad_input_names_the_argument(noisy_run: Path, tmp_path: Path) -> None:
     table.write_text(",".join(COLUMNS) + "\n")
     with pytest.raises(InputError, match="rows: the run has no evaluated epoch"):
         run_figure(read_metrics(table))
+    empty = [{**row, **{c: math.nan for c in COLUMNS[3:]}} for row in read_metrics(noisy_run)]
+    with pytest.raises(InputError, match="rows: no evaluated epoch holds a value to draw"):
+        run_figure(empty)
     lines = (noisy_run / "metrics.csv").read_text().splitlines()
     cells = lines[1].split(",")
     cells[COLUMNS.index("nc1")] = "abc"

@@ -351,6 +351,8 @@ def run_figure(
     epochs = {row["epoch"] for row in rows}
     marker = "." if len(epochs) <= 40 else None  # markers hide long runs
     panels = _panels(rows, layers, present, marker)
+    if not panels:
+        raise InputError("rows: no evaluated epoch holds a value to draw (every field is empty)")
     drops = lr_drops(config, max(epochs)) if config else []
     ratios = {ratio for _, ratio in drops}
     drop_label = f"learning rate ×{ratios.pop():.3g}" if len(ratios) == 1 else "learning-rate drop"
