@@ -22,7 +22,13 @@ def test_without_a_terminal_each_evaluated_epoch_prints_one_line(
 ) -> None:
     cfg = apply_overrides(
         preset("smoke"),
-        ["optim.epochs=4", "track.eval_every=2", "track.layers=[body.1, penultimate]"],
+        # One thread: the default count would add a hint on a busy machine (tested below).
+        [
+            "optim.epochs=4",
+            "track.eval_every=2",
+            "track.layers=[body.1,penultimate]",
+            "run.threads=1",
+        ],
     )
     rows = train(cfg, tmp_path / "run").rows
     lines = capsys.readouterr().err.splitlines()  # captured: stderr is no terminal here
@@ -112,7 +118,9 @@ def test_an_epoch_without_evaluation_prints_its_loss_after_a_quiet_spell(
     import nclab.train.trainer as trainer
 
     monkeypatch.setattr(trainer, "_QUIET_SECONDS", 0.0)  # every quiet spell is long enough
-    cfg = apply_overrides(preset("smoke"), ["optim.epochs=3", "track.eval_every=2"])
+    cfg = apply_overrides(
+        preset("smoke"), ["optim.epochs=3", "track.eval_every=2", "run.threads=1"]
+    )
     rows = train(cfg, tmp_path / "run").rows
     lines = capsys.readouterr().err.splitlines()
     assert [line.split("  ")[0] for line in lines] == [
@@ -122,3 +130,26 @@ def test_an_epoch_without_evaluation_prints_its_loss_after_a_quiet_spell(
     ]
     assert "NC1" not in lines[0] and "NC1: penultimate" in lines[1]
     assert [r["epoch"] for r in rows] == [2, 3]
+
+
+def test_the_default_thread_count_on_a_busy_machine_comes_with_a_hint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})
+    monkeypatch.setattr(os, "getloadavg", lambda: (7.0, 7.0, 7.0))
+    before = torch.get_num_threads()
+    try:
+        cfg = apply_overrides(preset("smoke"), ["optim.epochs=1", "run.progress=false"])
+        train(cfg, tmp_path / "busy")
+        assert capsys.readouterr().err == (
+            "nclab train: the machine is busy (load 7.0 on 2 cores): 2 threads may run several "
+            "times slower than one; pass --threads 1 (run.threads=1)\n"
+        )
+        train(apply_overrides(cfg, ["run.threads=2"]), tmp_path / "pinned")  # asked for: no hint
+        monkeypatch.setattr(os, "getloadavg", lambda: (0.4, 0.4, 0.4))
+        train(cfg, tmp_path / "idle")
+        assert capsys.readouterr().err == ""
+    finally:
+        torch.set_num_threads(before)

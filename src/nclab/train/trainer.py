@@ -103,9 +103,12 @@ def train(
     must return K logits; ``track.layers`` name its modules; its last ``nn.Linear``, or one
     named ``fc``, is the classifier whose W, b the metrics use)."""
     cfg.validate()
-    torch.set_num_threads(cfg.run.threads if cfg.run.threads is not None else default_threads())
+    threads = cfg.run.threads if cfg.run.threads is not None else default_threads()
+    torch.set_num_threads(threads)
     s = set_up(cfg, download=download, model=model)
     out, rank, world = Path(out_dir), s.rank, s.world
+    if rank == 0 and cfg.run.threads is None and s.device.type == "cpu":
+        _warn_if_busy(threads)
     lock = RunLock(out)
     if rank == 0:  # the directory is created, locked and cleaned only once set-up succeeded
         out.mkdir(parents=True, exist_ok=True)
@@ -120,6 +123,20 @@ def train(
         return _run(s, out, state)
     finally:
         lock.release()
+
+
+def _warn_if_busy(threads: int) -> None:
+    """A hint when the default thread count meets a busy machine: threads that wait for each
+    other on shared cores run several times slower than one (README, "Performance"). The count
+    itself stays the machine's default, since it changes float sums in their last bits."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if threads > 1 and load > (cores or 1) - threads + 0.5:
+        print(
+            f"nclab train: the machine is busy (load {load:.1f} on {cores} cores): {threads} "
+            "threads may run several times slower than one; pass --threads 1 (run.threads=1)",
+            file=sys.stderr,
+        )
 
 
 def _run(s: RunSetup, out: Path, state: dict[str, Any] | None) -> TrainResult:
