@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ import yaml
 
 from nclab.cli import main
 from nclab.sweep import load_spec, run_sweep
+from nclab.sweep.executors import Job, LocalExecutor
 from nclab.sweep.figure import sweep_figure
 from nclab.sweep.store import SweepDir
 from nclab.train.table import read_metrics
@@ -208,3 +210,37 @@ def test_sweep_plot_draws_means_over_seeds(
     ]:
         assert main(["sweep-plot", str(local_sweep), *argv]) == 2
         assert capsys.readouterr().err.startswith(f"nclab sweep-plot: error: {message}")
+
+
+def test_a_dead_worker_fails_its_trial_and_the_pool_is_rebuilt_for_the_rest(
+    tmp_path: Path,
+) -> None:
+    spec = load_spec(
+        _spec_file(tmp_path / "ufm.yaml", {**SOLVE, "grid": {"lambda_h": [0.01, 0.1]}})
+    )
+    executor = LocalExecutor(max_parallel=1)
+    jobs = [Job(t.name, t.kind, t.payload, str(tmp_path / t.name)) for t in spec.trials]
+    outcomes: dict[str, dict[str, Any]] = {}
+
+    def started(job: Job) -> None:
+        if job is jobs[0]:  # kill the worker that takes the first job (once it exists)
+            threading.Thread(target=_kill_workers, args=(executor,), daemon=True).start()
+
+    try:
+        executor.run(jobs, started, lambda job, out: outcomes.__setitem__(job.name, out))
+    finally:
+        executor.close()
+    assert outcomes[jobs[0].name]["error"].startswith("a worker process died")
+    assert outcomes[jobs[1].name]["rows"][0]["converged"] is True
+
+
+def _kill_workers(executor: LocalExecutor) -> None:
+    deadline = time.monotonic() + 60  # a hang guard, not a timing assertion
+    while time.monotonic() < deadline:
+        pool = executor._pool
+        processes = dict(getattr(pool, "_processes", None) or {})
+        if processes:
+            for pid in processes:
+                os.kill(pid, signal.SIGKILL)
+            return
+        time.sleep(0.01)

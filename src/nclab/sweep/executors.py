@@ -62,15 +62,29 @@ def available_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def _context() -> multiprocessing.context.BaseContext:
+    """Workers forked from a fork server that imported torch, the trainer and the models once
+    (a worker then starts in milliseconds instead of seconds, and a rebuilt pool or a second
+    sweep in the same process pays nothing); spawned where there is no fork server (Windows).
+    Neither inherits the driver's state. The server exits with the driver, and its workers
+    then follow (:func:`~nclab.sweep.trial.watch_parent`)."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(
+        ["torch", "nclab.sweep.trial", "nclab.train.trainer", "nclab.models.cli"]
+    )
+    return context
+
+
 def _init_worker(threads: int) -> None:
     watch_parent()
     limit_threads(threads)
 
 
 class LocalExecutor:
-    """A pool of ``parallel`` worker processes (spawned: no state of the driver's torch is
-    inherited), each limited to floor(``cpus``) compute threads (``resources.cpus``, default
-    1; at least 1).
+    """A pool of ``parallel`` worker processes (see :func:`_context`), each limited to
+    floor(``cpus``) compute threads (``resources.cpus``, default 1; at least 1).
 
     The threads of a trial do not depend on P, so a sweep's numbers do not depend on how many
     trials ran at once (a matrix product's rounding changes with its thread count). Default P:
@@ -94,7 +108,7 @@ class LocalExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 max_workers=self.parallel,
-                mp_context=multiprocessing.get_context("spawn"),
+                mp_context=_context(),
                 initializer=_init_worker,
                 initargs=(self.threads,),
             )
