@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from nclab.cli import main
 from nclab.errors import InputError
 from nclab.train.config import TrainConfig, apply_overrides
-from nclab.train.figures import lr_drops, plot_run, run_figure
+from nclab.train.figures import _trainer_factor, lr_drops, plot_run, run_figure
 from nclab.train.presets import preset
 from nclab.train.table import COLUMNS, DESCRIPTIONS, read_metrics
 from nclab.train.trainer import train
@@ -373,6 +373,7 @@ def test_lr_drops_follow_the_schedule() -> None:
 def test_lr_drops_of_a_run_match_its_lr_column(noisy_run: Path) -> None:
     rows = read_metrics(noisy_run)
     config = yaml.safe_load((noisy_run / "config.yaml").read_text())
+    assert _trainer_factor(config) is not None  # the trainer's own schedule, not the fallback
     lr = dict(zip(*_series_of(rows, "lr"), strict=True))
     lowered = [e for e in sorted(lr)[:-1] if lr[e + 1] < lr[e]]
     assert lowered == [3]  # step_size 3 of the smoke preset
