@@ -167,9 +167,12 @@ def test_speed_options_run_on_cpu_and_keep_the_numbers(tmp_path: Path) -> None:
     bf16 = train(smoke(*base, "run.bf16=true"), tmp_path / "bf16").rows
     for a, b, c in zip(plain, nhwc, bf16, strict=True):
         # NHWC changes only the order of the convolutions' float32 sums: two epochs of SGD
-        # stay within 1e-4. bfloat16 keeps 8 bits of mantissa (0.4 %): the loss within 5 %.
+        # stay within 1e-4 in the loss. NC1 (~19 here: class means barely apart after two
+        # epochs, Σ_B small) amplifies those differences: 2.2e-3 apart with one thread,
+        # under 1e-3 with two; 1e-2 leaves a margin. bfloat16 keeps 8 bits of mantissa
+        # (0.4 %): the loss within 5 %.
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
-        assert b["nc1"] == pytest.approx(a["nc1"], rel=1e-3)
+        assert b["nc1"] == pytest.approx(a["nc1"], rel=1e-2)
         assert c["train_loss"] == pytest.approx(a["train_loss"], rel=5e-2)
         assert math.isfinite(c["nc1"]) and c["nc1"] > 0
 

@@ -220,3 +220,13 @@ def test_a_run_diverging_later_names_the_checkpoint_and_table_it_keeps(
     assert captured.out.startswith(f"wrote {run / 'metrics.csv'} (2 rows); last epoch 2:")
     assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 2
     assert not (run / "model.pt").exists()
+
+
+def test_out_naming_a_file_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    assert main(["train", "--preset", "smoke", "--out", str(target), "optim.epochs=1"]) == 2
+    assert capsys.readouterr().err == (
+        f"nclab train: error: --out: {target} is a file; expected a run directory\n"
+    )
+    assert target.read_text() == "mine"

@@ -138,8 +138,6 @@ def check_run_dir(
 ) -> tuple[dict[str, Any] | None, list[str]]:
     """The checkpoint to continue from (None: a new run) and notes for the user (starting over,
     extending); refuses what the module docstring lists."""
-    if out.exists() and not out.is_dir():
-        raise RunDirectoryError(f"--out: {out} is a file; expected a run directory")
     config_file, ckpt_file = out / "config.yaml", out / "checkpoint.pt"
     if not config_file.exists():
         if ckpt_file.exists():

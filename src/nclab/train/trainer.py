@@ -111,6 +111,8 @@ def train(
         _warn_if_busy(threads)
     lock = RunLock(out)
     if rank == 0:  # the directory is created, locked and cleaned only once set-up succeeded
+        if out.exists() and not out.is_dir():
+            raise RunDirectoryError(f"--out: {out} is a file; expected a run directory")
         out.mkdir(parents=True, exist_ok=True)
         lock.acquire()
         clean_temporaries(out)
