@@ -230,3 +230,12 @@ def test_out_naming_a_file_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFi
         f"nclab train: error: --out: {target} is a file; expected a run directory\n"
     )
     assert target.read_text() == "mine"
+
+
+@pytest.mark.parametrize("garbage", [b"", b"not a checkpoint", b"PK\x03\x04 truncated"])
+def test_an_unreadable_checkpoint_is_named(tmp_path: Path, garbage: bytes) -> None:
+    run = tmp_path / "run"
+    train(smoke("optim.epochs=1"), run)
+    (run / "checkpoint.pt").write_bytes(garbage)
+    with pytest.raises(RunDirectoryError, match=r"run: cannot read the run's files \("):
+        train(smoke("optim.epochs=1"), run, resume=True)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import pickle
 import time
 from pathlib import Path
 from typing import Any
@@ -157,7 +158,7 @@ def check_run_dir(
     try:
         saved = yaml.safe_load(config_file.read_text())
         state: dict[str, Any] = torch.load(ckpt_file, map_location="cpu", weights_only=True)
-    except (OSError, yaml.YAMLError, RuntimeError, EOFError) as err:
+    except (OSError, yaml.YAMLError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
         raise RunDirectoryError(f"{out}: cannot read the run's files ({err})") from None
     # The checkpoint's own config (written since checkpoints carry it), else config.yaml's when
     # the fingerprints agree; the fingerprint decides, whatever config.yaml says.
