@@ -350,6 +350,7 @@ def test_lr_drops_follow_the_schedule() -> None:
     step = {"optim": {"schedule": "step", "step_size": 3, "epochs": 10, "gamma": 0.1}}
     assert lr_drops(step, 10) == [(3, 0.1), (6, 0.1), (9, 0.1)]
     assert lr_drops(step, 7) == [(3, 0.1), (6, 0.1)]  # a run still going: drawn so far
+    assert lr_drops(TrainConfig.from_dict(step), 10) == lr_drops(step, 10)  # load_run's config
     multi = {"optim": {"schedule": "multistep", "milestones": [2, 5], "epochs": 8, "gamma": 0.5}}
     assert lr_drops(multi, 8) == [(2, 0.5), (5, 0.5)]
     # The rate after the last epoch is never used: no drop at the end of a finished run.

@@ -38,13 +38,16 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from nclab.errors import InputError
 from nclab.io import atomic_write
 from nclab.train.table import read_metrics
+
+if TYPE_CHECKING:
+    from nclab.train.config import TrainConfig
 
 __all__ = ["FORMATS", "figure_format", "lr_drops", "plot_run", "run_figure"]
 
@@ -99,16 +102,19 @@ def _factor_from_keys(optim: Mapping[str, Any]) -> Callable[[int], float]:
     return lambda e: 1.0
 
 
-def lr_drops(config: Mapping[str, Any], last_epoch: int) -> list[tuple[int, float]]:
+def lr_drops(config: Mapping[str, Any] | TrainConfig, last_epoch: int) -> list[tuple[int, float]]:
     """``(e, ratio)`` for each number of completed epochs e <= ``last_epoch`` after which the
-    schedule of ``config`` (a run's ``config.yaml`` as a mapping) lowers the learning rate, with
-    ratio = rate of epoch e+1 / rate of epoch e (e.g. 0.1).
+    schedule of ``config`` (a run's ``config.yaml`` as a mapping, or a
+    :class:`~nclab.train.config.TrainConfig` such as ``load_run(DIR).config``) lowers the
+    learning rate, with ratio = rate of epoch e+1 / rate of epoch e (e.g. 0.1).
 
     The factors are the trainer's own (:func:`nclab.train.trainer.lr_factor`, the factor of the
     0-based epoch e, i.e. after e completed epochs); a config that this version cannot read is
     interpreted from its ``optim.schedule`` / ``step_size`` / ``milestones`` / ``gamma`` keys.
     A cosine schedule lowers the rate after every epoch: no drops are reported for it.
     """
+    if not isinstance(config, Mapping):
+        config = config.to_dict()
     optim = config.get("optim") or {}
     if optim.get("schedule") not in ("step", "multistep"):
         return []
@@ -328,12 +334,12 @@ def run_figure(
     *,
     layers: Sequence[str] | None = None,
     title: str = "",
-    config: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | TrainConfig | None = None,
 ) -> Any:
     """The matplotlib ``Figure`` (not registered with pyplot) of a run's rows (as
     :func:`~nclab.train.table.read_metrics` returns them); ``layers`` restricts the per-layer
-    series (default: every tracked layer); ``config`` (the run's ``config.yaml`` as a mapping)
-    marks the learning-rate drops (see :func:`lr_drops`)."""
+    series (default: every tracked layer); ``config`` (the run's ``config.yaml`` as a mapping,
+    or its ``TrainConfig``) marks the learning-rate drops (see :func:`lr_drops`)."""
     # The object-oriented Figure, not pyplot: no backend switch, no global figure registry (a
     # notebook calling this keeps its own backend; nothing to close).
     from matplotlib.figure import Figure
