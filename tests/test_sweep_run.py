@@ -121,9 +121,15 @@ def test_sigkill_of_the_driver_then_rerun_gives_the_uninterrupted_table(
         while "done" not in statuses() and driver.poll() is None:
             assert time.monotonic() < deadline, "no trial finished"
             time.sleep(0.05)
+        workers = _descendants(driver.pid)
         driver.send_signal(signal.SIGKILL)
     finally:
         driver.wait()
+    # The killed driver's fork server and workers exit (none keeps writing into a trial).
+    deadline = time.monotonic() + 30  # a hang guard, not a timing assertion
+    while any(Path(f"/proc/{pid}").exists() for pid in workers):
+        assert time.monotonic() < deadline, f"orphans of the killed driver: {workers}"
+        time.sleep(0.05)
     states = statuses()
     assert driver.returncode == -signal.SIGKILL
     assert states.count("done") < 4 and "running" in states  # killed mid-sweep
@@ -134,6 +140,23 @@ def test_sigkill_of_the_driver_then_rerun_gives_the_uninterrupted_table(
     assert {s["state"] for s in rerun} == {"done"}
     assert max(s["attempts"] for s in rerun) == 2  # the trials in flight ran again
     assert sd.recorded_trials() is not None
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` (Linux /proc; empty elsewhere)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [p for p, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
 
 
 SOLVE = {

@@ -19,7 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from nclab.sweep.trial import limit_threads, run_trial, watch_parent
+from nclab.sweep.trial import limit_threads, run_trial, watch_driver
 
 __all__ = [
     "RAY_INSTALL",
@@ -66,8 +66,8 @@ def _context() -> multiprocessing.context.BaseContext:
     """Workers forked from a fork server that imported torch, the trainer and the models once
     (a worker then starts in milliseconds instead of seconds, and a rebuilt pool or a second
     sweep in the same process pays nothing); spawned where there is no fork server (Windows).
-    Neither inherits the driver's state. The server exits with the driver, and its workers
-    then follow (:func:`~nclab.sweep.trial.watch_parent`)."""
+    Neither inherits the driver's state. Workers exit when the driver is gone
+    (:func:`~nclab.sweep.trial.watch_driver`), and the fork server follows them."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
@@ -77,8 +77,8 @@ def _context() -> multiprocessing.context.BaseContext:
     return context
 
 
-def _init_worker(threads: int) -> None:
-    watch_parent()
+def _init_worker(threads: int, driver: int) -> None:
+    watch_driver(driver)
     limit_threads(threads)
 
 
@@ -110,7 +110,7 @@ class LocalExecutor:
                 max_workers=self.parallel,
                 mp_context=_context(),
                 initializer=_init_worker,
-                initargs=(self.threads,),
+                initargs=(self.threads, os.getpid()),
             )
         return self._pool
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from nclab.io import atomic_write_text
 
-__all__ = ["flatten", "limit_threads", "run_trial", "watch_parent"]
+__all__ = ["flatten", "limit_threads", "run_trial", "watch_driver"]
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -32,17 +32,32 @@ def limit_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def watch_parent(interval: float = 0.2) -> None:
-    """Exit this worker as soon as its parent (the sweep's driver) is gone: a SIGKILLed driver
-    must not leave trials running that the re-run driver would start a second time."""
-    parent = os.getppid()
+def watch_driver(driver: int, interval: float = 0.2) -> None:
+    """Exit this worker as soon as the sweep's driver (process ``driver``) is gone: a SIGKILLed
+    driver must not leave trials running that the re-run driver would start a second time.
+    The driver is watched by its id, not as the parent: a fork server's workers are its
+    children, and the fork server lives as long as they do."""
 
     def watch() -> None:
-        while os.getppid() == parent:
+        while _alive(driver):
             time.sleep(interval)
         os._exit(1)
 
-    threading.Thread(target=watch, daemon=True, name="nclab-sweep-parent-watch").start()
+    threading.Thread(target=watch, daemon=True, name="nclab-sweep-driver-watch").start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user (a reused id)
+        return True
+    try:  # a dead driver not yet reaped by its parent is a zombie: gone for us
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
