@@ -249,11 +249,16 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument(
         "--out",
         default=None,
+        metavar="FILE",
         help="file to write, its format from the extension: .png, .pdf or .svg "
         "(default RUN/metrics.png)",
     )
     plot.add_argument(
-        "--layers", nargs="+", default=None, help="tracked layers to draw (default: all)"
+        "--layers",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="tracked layers to draw (default: all); each keeps its colour of the full figure",
     )
     plot.set_defaults(func=_cmd_plot)
     return parser
