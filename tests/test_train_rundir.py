@@ -99,7 +99,7 @@ def test_stale_temporaries_of_the_run_are_removed(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("bad", "message"),
     [
-        ("track.layers=[foo]", r"layers: \['foo'\] not found in the model; valid module names"),
+        ("track.layers=[foo]", r"track\.layers: \['foo'\] not found in the model; valid module"),
         ("noise.kind=asym", "asym"),
         ("data.name=cifar10", "cifar10: not found"),
     ],

@@ -246,7 +246,10 @@ def set_up(
     elif not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     model = model.to(device)
-    resolve_layers(model, cfg.track.layers)
+    try:
+        resolve_layers(model, cfg.track.layers)
+    except ValueError as err:  # named as the config key the user wrote
+        raise ValueError(f"track.{err}") from None
     classifier = _classifier_of(model)
     classifier_layer = _check_network(model, train.x, k, cfg.track.layers, classifier)
     if cfg.optim.classifier_weight_decay is not None and classifier is None:
