@@ -71,8 +71,9 @@ def _context() -> multiprocessing.context.BaseContext:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
+    # torch._dynamo: torch.optim imports it on the first optimizer built, 2-5 s per process.
     context.set_forkserver_preload(
-        ["torch", "nclab.sweep.trial", "nclab.train.trainer", "nclab.models.cli"]
+        ["torch", "torch._dynamo", "nclab.sweep.trial", "nclab.train.trainer", "nclab.models.cli"]
     )
     return context
 
