@@ -157,6 +157,9 @@ def add_solve_parser(sub: Any) -> None:
     ext.add_argument("--lambda-h1", type=float, required=True, help="feature penalty λ_H1")
     _common(ext)
     ext.set_defaults(func=_cmd_solve)
+    from nclab.models.perturbation_cli import add_perturbation_parser
+
+    add_perturbation_parser(models)
 
 
 def _loss(args: argparse.Namespace, name: str) -> Loss:
