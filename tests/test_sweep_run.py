@@ -9,6 +9,7 @@ import csv
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -174,6 +175,12 @@ def test_solve_grid_matches_the_closed_form_and_a_failing_trial_is_recorded(
     argv = ["sweep", str(spec), "--out", str(out), "--max-parallel", "2"]
     assert main(argv) == 1
     printed = capsys.readouterr().out
+    # Without a terminal, one line per finished trial: [count/total] name outcome (seconds).
+    finished = re.findall(
+        r"^\[(\d)/3\] (lambda_h=\S+) (done|failed: .*) \(\d+\.\d s\)$", printed, re.M
+    )
+    assert sorted(c for c, _, _ in finished) == ["1", "2", "3"]
+    assert sorted(o.split(":")[0] for _, _, o in finished) == ["done", "done", "failed"]
     assert "1 trial(s) failed; rerun them with --retry-failed" in printed
     assert "ValueError: --lambda-h: expected a non-negative number, got -1.0" in printed
     rows = _rows(out / "results.csv")
