@@ -15,7 +15,7 @@ import pytest
 
 from nclab.cli import main
 from nclab.sweep.gather import gather
-from nclab.sweep.spec import parse_spec, trial_name
+from nclab.sweep.spec import load_spec, parse_spec, trial_name
 from nclab.sweep.store import SweepDir
 
 
@@ -300,3 +300,14 @@ def test_gathered_tables_of_hand_written_statuses(tmp_path: Path) -> None:
     assert float(summary[0]["acc_std"]) == pytest.approx(std, rel=1e-12)
     assert std == pytest.approx(0.1, rel=1e-12)  # seeds 0, 1, 2 differ by 0.1
     assert summary[0]["note"] == "x"
+
+
+def test_a_config_file_base_is_read_relative_to_the_spec(tmp_path: Path) -> None:
+    (tmp_path / "cfg.yaml").write_text("model: {name: mlp, widths: [16]}\noptim: {epochs: 3}\n")
+    spec = _write(tmp_path / "s.yaml", {"base": "cfg.yaml", "grid": {"optim.lr": [0.1, 0.2]}})
+    trials = load_spec(spec).trials
+    assert [_cfg(t, "model.widths") for t in trials] == [[16], [16]]
+    assert [(_cfg(t, "optim.epochs"), _cfg(t, "optim.lr")) for t in trials] == [(3, 0.1), (3, 0.2)]
+    (tmp_path / "cfg.yaml").write_text("optim: {epochs: zero}\n")
+    with pytest.raises(ValueError, match=r"^base: .*cfg.yaml: .*optim.epochs"):
+        load_spec(spec)
