@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import yaml
-from matplotlib import rcParams
+from matplotlib import rc_context, rcParams
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -218,24 +218,30 @@ def _covered_points(fig: Figure) -> list[tuple[str, str, float, float]]:
     return covered
 
 
-@pytest.mark.parametrize("noise", [True, False])
-def test_legends_cover_no_data(noise: bool) -> None:
+@pytest.mark.parametrize(("noise", "font_size"), [(True, 10.0), (False, 10.0), (True, 20.0)])
+def test_legends_cover_no_data(noise: bool, font_size: float) -> None:
     config = {"optim": {"schedule": "step", "step_size": 10, "epochs": 30, "gamma": 0.1}}
-    fig = run_figure(_synthetic_rows(noise=noise), config=config)
-    assert len(fig.axes) == (4 if noise else 3)
-    assert _covered_points(fig) == []
-    renderer = _drawn(fig)
-    for ax in fig.axes:
-        legend = ax.get_legend()
-        box = legend.get_window_extent(renderer)
-        # Outside every panel, and clear of the x label of its own.
-        assert not any(box.overlaps(other.bbox) for other in fig.axes), ax.get_title()
-        assert not box.overlaps(ax.xaxis.label.get_window_extent(renderer)), ax.get_title()
-        assert len(legend.get_texts()) >= 2
-    # The check sees an overlap where there is one: a legend in the middle of the accuracy
-    # panel, whose lines cross it.
-    fig.axes[0].legend(loc="center")
-    assert "NC4: NCC ≠ classifier (features)" in {label for _, label, _, _ in _covered_points(fig)}
+    # 10 pt is matplotlib's default; 20 pt a presentation style (a fixed offset fits the one only).
+    with rc_context({"font.size": font_size}):
+        fig = run_figure(_synthetic_rows(noise=noise), config=config)
+        assert len(fig.axes) == (4 if noise else 3)
+        assert _covered_points(fig) == []
+        renderer = _drawn(fig)
+        for ax in fig.axes:
+            legend = ax.get_legend()
+            box = legend.get_window_extent(renderer)
+            # Outside every panel, and clear of the x tick labels and the x label of its own.
+            assert not any(box.overlaps(other.bbox) for other in fig.axes), ax.get_title()
+            assert not box.overlaps(ax.xaxis.label.get_window_extent(renderer)), ax.get_title()
+            for label in ax.xaxis.get_ticklabels():
+                if label.get_text():
+                    assert not box.overlaps(label.get_window_extent(renderer)), ax.get_title()
+            assert len(legend.get_texts()) >= 2
+        # The check sees an overlap where there is one: a legend in the middle of the accuracy
+        # panel, whose lines cross it.
+        fig.axes[0].legend(loc="center")
+        covered = {label for _, label, _, _ in _covered_points(fig)}
+        assert "NC4: NCC ≠ classifier (features)" in covered
     plt.close(fig)
 
 

@@ -62,8 +62,6 @@ _GEOMETRY = [
 ]
 _ACC_COLOR = {"acc_observed": 0, "acc_true": 1, "test_acc": 2}  # indices in the colour cycle
 _SPLIT_STYLE = {"train": "-", "test": "--"}
-# The legend's top sits this far below the axes (points): below the tick labels and the x label.
-_LEGEND_DROP_PT = 40.0
 
 
 def figure_format(path: str | os.PathLike[str], name: str = "out") -> str:
@@ -180,6 +178,26 @@ def _title(config: dict[str, Any] | None, name: str, rows: list[dict[str, Any]])
         f"{name}: {model.get('name', '?')} on {data.get('name', '?')}{size}, "
         f"{loss.get('name', '?')} loss, {noise_text}; NC from the "
         f"{track.get('source', 'eval')} pass"
+    )
+
+
+def _legend_drop_pt() -> float:
+    """How far below the axes (points) a legend starts so that it clears the x tick labels and
+    the x label under the current style: tick, pad, label line, label pad, label line, margin
+    (40 pt with matplotlib's defaults)."""
+    from matplotlib import rcParams
+    from matplotlib.font_manager import FontProperties
+
+    def line(size: Any) -> float:
+        return 1.25 * float(FontProperties(size=size).get_size_in_points())
+
+    return float(
+        rcParams["xtick.major.size"]
+        + rcParams["xtick.major.pad"]
+        + line(rcParams["xtick.labelsize"])
+        + rcParams["axes.labelpad"]
+        + line(rcParams["axes.labelsize"])
+        + 4.0
     )
 
 
@@ -342,6 +360,7 @@ def run_figure(
     or its ``TrainConfig``) marks the learning-rate drops (see :func:`lr_drops`)."""
     # The object-oriented Figure, not pyplot: no backend switch, no global figure registry (a
     # notebook calling this keeps its own backend; nothing to close).
+    from matplotlib import rcParams
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
     from matplotlib.transforms import ScaledTranslation
@@ -363,9 +382,13 @@ def run_figure(
     ratios = {ratio for _, ratio in drops}
     drop_label = f"learning rate ×{ratios.pop():.3g}" if len(ratios) == 1 else "learning-rate drop"
 
+    drop = _legend_drop_pt()
     ncols = 2 if len(panels) == 4 else len(panels)
     nrows = math.ceil(len(panels) / ncols)
-    fig = Figure(figsize=(5.8 * ncols, 5.0 * nrows + 0.4), layout="constrained")
+    # Sized for matplotlib's default 10 pt text; a style with larger text gets a figure as much
+    # larger, so that titles, legends and panels keep their proportions.
+    scale = max(1.0, float(rcParams["font.size"]) / 10.0)
+    fig = Figure(figsize=(5.8 * ncols * scale, (5.0 * nrows + 0.4) * scale), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for index, (ax, panel) in enumerate(zip(axes, panels, strict=True)):
         for xs, ys, style in panel.lines:
@@ -393,13 +416,13 @@ def run_figure(
         ax.grid(True, which="both", alpha=0.3)
         # Below the axes, clear of every data point (a legend inside hid NC4); the offset is in
         # points so that it clears the tick labels and the x label at any figure size.
-        below = ax.transAxes + ScaledTranslation(0, -_LEGEND_DROP_PT / 72, fig.dpi_scale_trans)
+        below = ax.transAxes + ScaledTranslation(0, -drop / 72, fig.dpi_scale_trans)
         ax.legend(
             loc="upper center",
             bbox_to_anchor=(0.5, 0.0),
             bbox_transform=below,
             ncols=2,
-            fontsize=7,
+            fontsize="x-small",  # 7 pt at the default 10 pt, and scales with a style
             frameon=False,
         )
     if title:
