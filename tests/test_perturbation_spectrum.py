@@ -4,7 +4,7 @@ the O(β⁻²) gap, and J against a finite-difference Jacobian of the solver.
 
 Tolerances: the closed forms against dense eigen/singular values 1e-12 absolute (the values are
 O(1) and the dense problems have at most 150 unknowns: float64 rounding gives ~1e-15); Lanczos
-(ARPACK tol 1e-13) against dense 1e-10."""
+(ARPACK relative residual 1e-10) against dense 1e-9."""
 
 from __future__ import annotations
 
@@ -170,10 +170,10 @@ def test_lanczos_extremes_equal_the_dense_values() -> None:
     for which in ("F", "J"):
         values = ops.intra_values(which)
         top, bottom = ops.intra_extremes(which)
-        assert top == pytest.approx(values[0], abs=1e-10)
-        assert bottom == pytest.approx(values[-1], abs=1e-10)
+        assert top == pytest.approx(values[0], abs=1e-9)
+        assert bottom == pytest.approx(values[-1], abs=1e-9)
         inter = np.linalg.norm(ops.dense_block(which, 1, 0), 2)
-        assert ops.inter_max(which) == pytest.approx(inter, abs=1e-10)
+        assert ops.inter_max(which) == pytest.approx(inter, abs=1e-9)
     # β below the largest Hessian eigenvalue: F_kk indefinite, σ_min from the squared block.
     small = response_operators(h, n, lw, lh, 0.3)
     values = small.intra_values("F")

@@ -76,9 +76,15 @@ __all__ = [
     "response_operators",
 ]
 
-# Largest dn for which the complete spectrum of a class block is computed densely (a dn x dn
-# symmetric eigenproblem: about 30 s at 6400 on 2 cores); beyond it only the extreme values.
-DENSE_BLOCK_LIMIT = 6400
+# Largest dn for which the complete spectrum of a class block is computed densely (dn products
+# and a dn x dn symmetric eigenproblem: 160 s at dn = 6400 on 2 cores, a few s at 2500); beyond
+# it only the extreme values (Lanczos).
+DENSE_BLOCK_LIMIT = 2500
+
+# ARPACK's relative residual tolerance. The smallest eigenvalue of F_kk sits at the edge of a
+# cluster of K(n - 1) nearly equal values near collapse; resolving it to 1e-13 takes ~6000
+# products at K = 10, n = 100, d = 64, to 1e-10 ~2000 (2 s for F).
+LANCZOS_TOL = 1e-10
 
 
 @dataclass(frozen=True)
@@ -247,7 +253,8 @@ class ResponseOperators:
         return out
 
     def intra_extremes(self, which: str, k: int = 0) -> tuple[float, float]:
-        """(σ_max, σ_min) of the symmetric block (k, k) by Lanczos (scipy eigsh): the extreme
+        """(σ_max, σ_min) of the symmetric block (k, k) by Lanczos (scipy eigsh, relative residual
+        :data:`LANCZOS_TOL`): the extreme
         eigenvalues give σ_max; σ_min is the smallest |eigenvalue|, the smallest eigenvalue when
         the block is positive definite, else from eigsh of the block squared."""
         op = self.block_operator(which, k, k)
@@ -255,7 +262,7 @@ class ResponseOperators:
         if size <= 2:
             values = np.abs(np.linalg.eigvalsh(self.dense_block(which, k, k)))
             return float(values.max()), float(values.min())
-        tol = 1e-13
+        tol = LANCZOS_TOL
         v0 = np.ones(size) / math.sqrt(size)
         top = float(eigsh(op, k=1, which="LA", tol=tol, v0=v0, return_eigenvectors=False)[0])
         bottom = float(eigsh(op, k=1, which="SA", tol=tol, v0=v0, return_eigenvectors=False)[0])
@@ -276,7 +283,9 @@ class ResponseOperators:
         if op.shape[0] <= 2:
             return float(np.linalg.norm(self.dense_block(which, k, j), 2))
         v0 = np.ones(op.shape[0]) / math.sqrt(op.shape[0])
-        return float(svds(op, k=1, which="LM", tol=1e-13, v0=v0, return_singular_vectors=False)[0])
+        return float(
+            svds(op, k=1, which="LM", tol=LANCZOS_TOL, v0=v0, return_singular_vectors=False)[0]
+        )
 
     def intra_values(self, which: str, k: int = 0) -> np.ndarray:
         """All dn singular values of block (k, k), sorted descending (dense; symmetric block)."""
