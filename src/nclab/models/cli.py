@@ -160,6 +160,9 @@ def add_solve_parser(sub: Any) -> None:
     from nclab.models.perturbation_cli import add_perturbation_parser
 
     add_perturbation_parser(models)
+    from nclab.models.md_cli import add_md_parser
+
+    add_md_parser(models)
 
 
 def _loss(args: argparse.Namespace, name: str) -> Loss:
