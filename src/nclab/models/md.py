@@ -21,7 +21,8 @@ samples of class k of ‖φ_i - μ^clean_k‖, μ^clean_k the mean of the clean 
 
 Two routes: :meth:`MDModel.theory` (the exact reduction of :mod:`nclab.models.md_reduced`,
 solved to machine precision) and :meth:`MDModel.solve` (all of H, E, W, b by an augmented
-Lagrangian from several starts). :func:`nclab.models.md_error.test_error` predicts the test error.
+Lagrangian from several starts). :func:`nclab.models.md_error.predict_test_error` predicts the
+test error.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ class MDSolution:
     ``*_scaled`` forms, divided by the mean distance between clean class means) are those of
     :func:`nclab.metrics.measure_noise` on φ; ``margin`` is the mean over clean samples of
     z_y - max_{j≠y} z_j; ``test_error`` (± ``test_error_stderr``) is
-    :func:`nclab.models.md_error.test_error`. ``violation`` = max_k (λ M_k - D_k)_+.
+    :func:`nclab.models.md_error.predict_test_error`. ``violation`` = max_k (λ M_k - D_k)_+.
     """
 
     model: MDModel

@@ -41,7 +41,7 @@ def predict_test_error(
     means: torch.Tensor,
     dilation: torch.Tensor,
     *,
-    samples: int = 200_000,
+    samples: int = 100_000,
     seed: int = 0,
 ) -> tuple[float, float]:
     """(predicted test error, its standard error; 0 when exact) for classifier ``weight``
