@@ -72,6 +72,7 @@ def measure_batches(
     *,
     classifier: nn.Linear | Literal["fc"] | None = "fc",
     classifier_layer: str | None = "penultimate",
+    options: MetricOptions | None = None,
     progress: bool = False,
 ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """Loss and accuracies (observed and true labels), and per layer the NC report (and
@@ -79,9 +80,10 @@ def measure_batches(
     all-reduced over ``world`` processes, so every process gets the numbers of one process.
     ``stage=False`` when ``batches()`` is one batch of the whole split (nothing to gather).
     The layer ``classifier_layer`` gets the classifier metrics of ``classifier`` (its W, b;
-    ``"fc"``: the model's module of that name). ``progress``: a progress bar over the batches
-    (see :func:`nclab.progress.progress_bar`)."""
-    opts = MetricOptions()
+    ``"fc"``: the model's module of that name); ``options``: the metric options (default
+    ``MetricOptions()``; a run passes its ``track.*`` keys). ``progress``: a progress bar over
+    the batches (see :func:`nclab.progress.progress_bar`)."""
+    opts = options if options is not None else MetricOptions()
     if classifier == "fc":
         fc = model.get_submodule("fc")
         classifier = fc if isinstance(fc, nn.Linear) else None
@@ -223,7 +225,11 @@ def evaluate(
                 logits = model(x[lo:hi]).float()
                 yield dict(captured), logits, y_obs[lo:hi], y_true[lo:hi]
 
-    head: dict[str, Any] = {"classifier": s.classifier, "classifier_layer": s.classifier_layer}
+    head: dict[str, Any] = {
+        "classifier": s.classifier,
+        "classifier_layer": s.classifier_layer,
+        "options": cfg.track.metric_options(),
+    }
     model.eval()
     if not cfg.track.cache_features:
         return measure_batches(forward, model, s.loss, s.num_classes, noise, layers, world, **head)
@@ -258,6 +264,7 @@ def evaluate_epoch(
         summary, reports = measure_batches(
             lambda: [seen], s.model, s.loss, s.num_classes, noise, layers, s.world,
             stage=False, classifier=s.classifier, classifier_layer=s.classifier_layer,
+            options=cfg.track.metric_options(),
         )  # fmt: skip
     else:
         summary, reports = evaluate(s, s.train, noise, layers, train_store)

@@ -154,7 +154,14 @@ def prepare_data(
         mean = x.mean(dim=(0, 2, 3), keepdim=True)
         std = x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
         x, xt = (x - mean) / std, (xt - mean) / std
-    noisy = corrupt_labels(train_set.labels, k, cfg.noise.rate, cfg.noise.kind, seed=cfg.run.seed)
+    noisy = corrupt_labels(
+        train_set.labels,
+        k,
+        cfg.noise.rate,
+        cfg.noise.kind,
+        seed=cfg.run.seed,
+        convention=cfg.noise.convention,
+    )
     train = Split(x.to(device), noisy.observed.to(device), noisy.true.to(device))
     test = Split(xt.to(device), test_set.labels.to(device), test_set.labels.to(device))
     return train, test, k, tuple(train_set.images.shape[1:])  # type: ignore[return-value]
