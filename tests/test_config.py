@@ -346,12 +346,8 @@ def test_fingerprints_of_runs_written_before_the_new_keys_are_unchanged() -> Non
         assert apply_overrides(preset("smoke"), [override]).fingerprint() != before["smoke"]
 
 
-# --- the trainer honours the keys (wired by helper C: setup passes noise.convention to
-# corrupt_labels, evaluation measures with cfg.track.metric_options()) ----------------------
-
-WIRING = pytest.mark.xfail(
-    strict=True, reason="the trainer does not yet pass noise.convention / track.* to the metrics"
-)
+# --- a run honours the keys (setup passes noise.convention to corrupt_labels, evaluation
+# measures with cfg.track.metric_options()) -------------------------------------------------
 
 
 def last_rows(tmp_path: Path, name: str, *overrides: str) -> dict[str, Any]:
@@ -364,7 +360,6 @@ def last_rows(tmp_path: Path, name: str, *overrides: str) -> dict[str, Any]:
     return row
 
 
-@WIRING
 def test_a_run_flips_exactly_eta_under_the_flip_convention(tmp_path: Path) -> None:
     # smoke: 4 classes x 40 training samples, eta = 0.2 -> exactly 32 of 160 flipped; the
     # redraw convention flips 30 of them with seed 0 (0.1875).
@@ -372,7 +367,6 @@ def test_a_run_flips_exactly_eta_under_the_flip_convention(tmp_path: Path) -> No
     assert last_rows(tmp_path, "flip", "noise.convention=flip")["noise_rate"] == 32 / 160
 
 
-@WIRING
 def test_a_run_measures_with_the_track_metric_options(tmp_path: Path) -> None:
     # rank_rtol = 0.5 drops the small singular values of the class means from Σ_B^†: a different
     # NC1 from the default rule's on the same features (same seed, same weights).
