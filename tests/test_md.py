@@ -92,11 +92,12 @@ def test_label_smoothing_memorizes_and_dilates_less(eta: float, lam: float) -> N
 
 def test_label_smoothing_test_error_is_lower_where_docs_say_and_not_elsewhere() -> None:
     # docs/models.md's table (K = 4, n = 30, λ_W = λ_H = 5e-3): LS wins at λ = 2, η = 0.1
-    # (0.0587 vs 0.0986 for α = 0.1) but loses at λ = 0.5, η = 0.2 (0.0488 vs 0.0458).
+    # (0.0592 vs 0.0986 for α = 0.1) but loses at λ = 0.5, η = 0.2 (0.0493 vs 0.0464); the
+    # Monte-Carlo standard error is ~0.0004, the tolerance 0.002 (5 of them).
     def err(loss, eta: float, lam: float) -> float:
         return MDModel(loss, 4, 30, 4, eta, lam, 5e-3, 5e-3).theory().test_error
 
-    assert err(LS, 0.1, 2.0) == pytest.approx(0.0587, abs=0.002)
+    assert err(LS, 0.1, 2.0) == pytest.approx(0.0592, abs=0.002)
     assert err(CE, 0.1, 2.0) == pytest.approx(0.0986, abs=0.002)
     assert err(LS, 0.2, 0.5) > err(CE, 0.2, 0.5) + 0.001
 
