@@ -150,6 +150,14 @@ def markdown_table(rows: list[dict[str, Any]], setting: dict[str, Any]) -> tuple
     return "\n".join(lines) + "\n", exceptions
 
 
+def _style(name: str, alpha: float) -> dict[str, Any]:
+    """CE drawn thick and black, each LS(α) in the colour cycle, so CE stands out as the
+    reference."""
+    if name == "ce":
+        return {"color": "black", "linewidth": 2.0, "label": "CE"}
+    return {"label": f"LS α = {alpha:g}"}
+
+
 def _figures(
     rows: list[dict[str, Any]], setting: dict[str, Any], figures: Path
 ) -> list[tuple[Path, str]]:
@@ -163,10 +171,8 @@ def _figures(
                 for r in rows
                 if (r["loss"], r["smoothing"], r["expressivity"]) == (name, alpha, lam)
             )
-            style = {"color": "black", "linewidth": 2.0} if name == "ce" else {}
-            label = "CE" if name == "ce" else f"LS α = {alpha:g}"
             ax.plot(
-                [p[1] for p in pts], [p[2] for p in pts], marker="o", ms=3.5, label=label, **style
+                [p[1] for p in pts], [p[2] for p in pts], marker="o", ms=3.5, **_style(name, alpha)
             )
         ax.set_title(f"λ = {lam:g} (η grows along each line)", fontsize=9)
         ax.set_xlabel("memorization M")
@@ -178,15 +184,17 @@ def _figures(
     fig, axes = new_figure(len(lams), width=3.6, height=3.4)
     for ax, lam in zip(axes, lams, strict=True):
         for name, alpha in losses:
-            pts = sorted(
+            errs = sorted(
                 (r["noise"], r["test_error"])
                 for r in rows
                 if (r["loss"], r["smoothing"], r["expressivity"]) == (name, alpha, lam)
             )
-            style = {"color": "black", "linewidth": 2.0} if name == "ce" else {}
-            label = "CE" if name == "ce" else f"LS α = {alpha:g}"
             ax.plot(
-                [p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3.5, label=label, **style
+                [p[0] for p in errs],
+                [p[1] for p in errs],
+                marker="o",
+                ms=3.5,
+                **_style(name, alpha),
             )
         ax.set_title(f"λ = {lam:g}")
         ax.set_xlabel("noise rate η")
