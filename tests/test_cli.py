@@ -1,4 +1,4 @@
-"""The command line: `nclab metrics FILE [--json]` and `nclab demo`."""
+"""The command line: `nclab metrics FILE [--json]` and `nclab demo --synthetic`."""
 
 from __future__ import annotations
 
@@ -146,7 +146,7 @@ def test_internal_failures_are_not_reported_as_bad_input(
 def test_demo_writes_results_that_match_theory(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["demo", "--out", str(tmp_path)]) == 0
+    assert main(["demo", "--synthetic", "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert (tmp_path / "collapse.png").stat().st_size > 10_000
     # At the smallest noise the sampling error of NC1 is about 2% (5,000 samples, K-1 = 9

@@ -1,5 +1,5 @@
 """The ``nclab`` command line: ``nclab demo``, ``nclab metrics FILE``, ``nclab solve MODEL``,
-``nclab train``, ``nclab plot RUN``."""
+``nclab train``, ``nclab plot RUN``, ``nclab reproduce NAME``, ``nclab report DIR``."""
 
 from __future__ import annotations
 
@@ -130,40 +130,6 @@ def _as_flags(message: str) -> str:
     return message
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from nclab.experiments.demo import run_demo
-
-    results = run_demo(args.out, seed=args.seed)
-    print(
-        f"Gaussian classes around a simplex ETF: K={results['num_classes']}, "
-        f"n={results['per_class']} per class, d={results['dim']}"
-    )
-    print(
-        f"{'sigma':>7}  {'NC1':>10}  {'NC1 theory':>10}  {'trW/trB':>10}  {'theory':>10}  {'NC2 ETF':>8}"
-    )
-    for row in results["rows"]:
-        m = row["metrics"]
-        print(
-            f"{row['sigma']:>7.3g}  {m['nc1']:>10.4g}  {row['theory_nc1']:>10.4g}  "
-            f"{m['nc1_trace_ratio']:>10.4g}  {row['theory_trace_ratio']:>10.4g}  "
-            f"{m['nc2_etf_means']:>8.3g}"
-        )
-    print("\nUnconstrained-features models (K=4, n=5, d=8): solver vs theorem")
-    print(
-        f"{'model':<22} {'objective':>14} {'theorem':>14}  {'geometry':<17} {'NC1':>9} "
-        f"{'ETF dist':>9} {'OF dist':>9}"
-    )
-    for row in results["ufm"]:
-        flag = "" if row["converged"] else "  (NOT converged)"
-        print(
-            f"{row['model']:<22} {row['objective']:>14.10f} {row['theory_objective']:>14.10f}  "
-            f"{row['geometry']:<17} {row['nc1']:>9.1e} {row['nc2_etf_means']:>9.1e} "
-            f"{row['nc2_of_means']:>9.1e}{flag}"
-        )
-    print(f"wrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'collapse.png'}")
-    return 0
-
-
 def _cmd_plot(args: argparse.Namespace) -> int:
     from nclab.train.figures import figure_format, plot_run
 
@@ -179,10 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nclab {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="measure collapsing synthetic features against theory")
-    demo.add_argument("--out", default="nclab-demo", help="output directory (default: nclab-demo)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    demo.set_defaults(func=_cmd_demo)
+    from nclab.experiments.cli import add_experiment_parsers
+
+    add_experiment_parsers(sub)
 
     met = sub.add_parser("metrics", help="neural-collapse metrics of saved features")
     met.add_argument(

@@ -32,12 +32,15 @@ PRESETS: tuple[str, ...] = ("smoke", "cpu", "gpu")
 @dataclass(frozen=True)
 class RunOptions:
     """How to run a reproduction's grid: the sweep executor (``local`` or ``ray``), Ray's
-    ``address``, the most trials at once, and whether to continue an existing directory."""
+    ``address``, the most trials at once, whether to continue an existing directory, and where
+    the datasets of a ``gpu`` preset are (``data_dir``; ``download`` fetches a missing one)."""
 
     executor: str = "local"
     address: str | None = None
     max_parallel: int | None = None
     resume: bool = False
+    data_dir: str | None = None
+    download: bool = False
 
 
 @dataclass(frozen=True)
@@ -50,11 +53,17 @@ class ReproductionResult:
     tables : CSV files under the output directory (the gathered sweep tables, summaries).
     notes : sentences for the reader: e.g. where the paper's claim does not show at this
         preset's scale, and what would be needed.
+    summary : the CSV the report shows as its summary table (default: none);
+        summary_columns : its columns to show (default: all).
+    spec : what was run (the sweep specs by name), shown in the report.
     """
 
     figures: list[tuple[Path, str]] = field(default_factory=list)
     tables: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    summary: Path | None = None
+    summary_columns: list[str] = field(default_factory=list)
+    spec: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,8 @@ class Reproduction:
         machine for CPU presets ("measured: 40 s on 2 cores") and estimated for ``gpu``
         ("estimated: 25 min on one H100").
     run : ``run(out_dir, preset, options) -> ReproductionResult``.
+    datasets : preset -> the datasets (names of :func:`nclab.train.data.load_dataset`) it reads,
+        checked before anything runs (default: none beyond the shipped subset).
     """
 
     name: str
@@ -79,6 +90,7 @@ class Reproduction:
     presets: tuple[str, ...]
     runtime: dict[str, str]
     run: Callable[[Path, str, RunOptions], ReproductionResult]
+    datasets: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def reproductions() -> dict[str, Reproduction]:
