@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -44,11 +44,17 @@ from nclab.models.md_reduced import circulant, solve_reduced
 from nclab.models.solvers import minimize
 from nclab.models.ufm import check_start
 
+if TYPE_CHECKING:
+    import os
+
+    from nclab.models.md_fit import MDFit
+
 __all__ = [
     "NOISE_KINDS",
     "NUISANCE_DIM",
     "MDModel",
     "MDSolution",
+    "fit",
     "noise_counts",
     "observed_labels",
 ]
@@ -484,6 +490,14 @@ class MDModel:
             converged,
             [r[0] for r in runs],
         )
+
+
+def fit(source: str | os.PathLike[str] | tuple[Any, Any, Any], **options: Any) -> MDFit:
+    """Fit the inverse expressivity λ̂ = D / M to a trained network (a run directory, or
+    (features, observed, true)); see :func:`nclab.models.md_fit.fit` for ``options``."""
+    from nclab.models.md_fit import fit as fit_source
+
+    return fit_source(source, **options)
 
 
 def _noiseless_report(phi: torch.Tensor, true: torch.Tensor) -> NoiseReport:
