@@ -289,3 +289,17 @@ def test_long_solves_report_progress() -> None:
     assert value == pytest.approx(
         run(start, fn, method="gd", max_iter=50, tol=1e-12).objective, rel=1e-11
     )
+
+
+def test_solve_threads_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["solve", "ufm", "--loss", "mse", "--classes", "3", "--per-class", "2", "--dim", "3"]
+    base += ["--lambda-w", "0.01", "--lambda-h", "0.01", "--json"]
+    before = torch.get_num_threads()
+    try:
+        assert main([*base, "--threads", "1"]) == 0 and torch.get_num_threads() == 1
+        assert main([*base, "--threads", "2"]) == 0 and torch.get_num_threads() == 2
+        capsys.readouterr()
+        assert main([*base, "--threads", "0"]) == 2
+        assert "--threads: expected an integer >= 1, got 0" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)

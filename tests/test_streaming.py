@@ -205,3 +205,17 @@ def test_small_and_large_batches_of_mixed_dtypes_equal_in_memory(
         h.fill_(-1000.0)  # a staged batch was copied: changing the input afterwards changes nothing
     assert_reports_equal(measure(feats, observed, w, b).as_dict(), acc.compute().as_dict())
     assert_reports_equal(measure_noise(feats, observed, true).as_dict(), noise.compute().as_dict())
+
+
+def test_measure_batches_with_a_progress_bar_gives_the_same_numbers(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    g = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 20)
+    h = g.normal(size=(60, 4)) + 3 * np.eye(3, 4)[y]
+    batches = [(h[i : i + 16], y[i : i + 16]) for i in range(0, 60, 16)]
+    quiet = measure_batches(batches, 3).as_dict()
+    shown = measure_batches(batches, 3, progress=True).as_dict()
+    assert shown == quiet
+    err = capsys.readouterr().err
+    assert "measure_batches: pass 1 of 2" in err and "pass 2 of 2" in err and "0/4" in err

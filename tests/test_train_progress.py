@@ -85,7 +85,7 @@ def test_threads_default_and_flag(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from nclab.cli import main
-    from nclab.train.setup import default_threads
+    from nclab.threads import default_threads
 
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")

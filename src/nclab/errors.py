@@ -9,7 +9,7 @@ asks. ``nclab`` exits with code 2 on these and lets anything else surface as wha
 
 from __future__ import annotations
 
-__all__ = ["InputError", "InputTypeError"]
+__all__ = ["InputError", "InputRuntimeError", "InputTypeError"]
 
 
 class InputError(ValueError):
@@ -18,3 +18,8 @@ class InputError(ValueError):
 
 class InputTypeError(InputError, TypeError):
     """An argument of the wrong type; the message names the argument and the expected type."""
+
+
+class InputRuntimeError(InputError, RuntimeError):
+    """Bad input found while running the user's code (e.g. a tracked module that runs twice in
+    one forward pass); a RuntimeError too, as where torch reports such things."""

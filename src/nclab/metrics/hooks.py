@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nclab.errors import InputRuntimeError, InputTypeError
 from nclab.metrics.accumulators import ClassMeans, CollapseAccumulator
 from nclab.metrics.options import MetricOptions
 from nclab.metrics.report import CollapseReport
@@ -36,7 +37,9 @@ def find_classifier(model: nn.Module) -> tuple[str, nn.Linear] | None:
 def resolve_layers(model: nn.Module, layers: Sequence[str]) -> dict[str, nn.Module]:
     """The modules named in ``layers``; an error lists the valid names."""
     if isinstance(layers, str) or not layers:
-        raise TypeError("layers: expected a non-empty list of module names, e.g. ['layer4', 'fc']")
+        raise InputTypeError(
+            "layers: expected a non-empty list of module names, e.g. ['layer4', 'fc']"
+        )
     modules = dict(model.named_modules())
     missing = [name for name in layers if name not in modules]
     if missing:
@@ -92,14 +95,14 @@ class Captured(Mapping[str, torch.Tensor]):
     def __getitem__(self, name: str) -> torch.Tensor:
         calls = self._calls.get(name, 0) if self._calls is not None else 1
         if calls > 1:
-            raise RuntimeError(
+            raise InputRuntimeError(
                 f"layers: module {name!r} ran {calls} times in one forward pass (a module "
                 "shared within the network); only its last output would be measured: track a "
                 "module that runs once"
             )
         tensor, version = self._outputs[name]
         if version is not None and tensor._version != version:
-            raise RuntimeError(
+            raise InputRuntimeError(
                 f"layers: the output of module {name!r} was modified in place later in the "
                 "forward pass (e.g. by `out += identity` or ReLU(inplace=True)), so it is no "
                 "longer that module's output; capture with copy=True, or track a module whose "
@@ -129,7 +132,7 @@ def capture(model: nn.Module, layers: Sequence[str], *, copy: bool = False) -> I
     def hook_for(name: str) -> Any:
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
             if not isinstance(output, torch.Tensor):
-                raise TypeError(
+                raise InputTypeError(
                     f"layers: module {name!r} returns {type(output).__name__}, not a tensor"
                 )
             captured._set(name, output, copy)
@@ -147,7 +150,7 @@ def capture(model: nn.Module, layers: Sequence[str], *, copy: bool = False) -> I
 def _batches(loader: Iterable[Any], device: torch.device) -> Iterable[tuple[Any, torch.Tensor]]:
     for batch in loader:
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-            raise TypeError("loader: each batch must be an (inputs, labels, ...) tuple")
+            raise InputTypeError("loader: each batch must be an (inputs, labels, ...) tuple")
         yield batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
 
 
@@ -193,7 +196,7 @@ def collect(
     opts = MetricOptions.from_kwargs(**options)
     # isinstance, not iter(loader) is loader: iter() of a DataLoader would start its workers.
     if isinstance(loader, Iterator):
-        raise TypeError(
+        raise InputTypeError(
             "loader: an iterator (a generator, say) can be read only once, and collect reads "
             "the data twice; pass a list or a DataLoader"
         )

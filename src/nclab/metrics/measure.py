@@ -12,6 +12,7 @@ from nclab.metrics._inputs import as_features, as_labels, check_num_classes, inf
 from nclab.metrics.accumulators import ClassMeans, CollapseAccumulator, choose_scale_exp
 from nclab.metrics.options import MetricOptions
 from nclab.metrics.report import CollapseReport
+from nclab.progress import progress_bar
 
 __all__ = ["measure", "measure_batches"]
 
@@ -83,6 +84,7 @@ def measure_batches(
     *,
     dim: int | None = None,
     device: torch.device | str | None = None,
+    progress: bool = False,
     **options: Any,
 ) -> CollapseReport:
     """Measure neural collapse of data that arrives in batches, reading it twice.
@@ -98,12 +100,13 @@ def measure_batches(
     num_classes : K.
     weight, bias, **options : as in :func:`measure`.
     dim, device : passed to :class:`ClassMeans`.
+    progress : a progress bar over the batches of each pass (tqdm; a widget in notebooks).
     """
     opts = MetricOptions.from_kwargs(**options)
     means = ClassMeans(num_classes, dim=dim, device=device)
-    for batch in _fresh(batches):
+    for batch in progress_bar(_fresh(batches), progress, "measure_batches: pass 1 of 2"):
         means.update(*_split(batch))
     acc = CollapseAccumulator(means.compute(opts), weight, bias)
-    for batch in _fresh(batches):
+    for batch in progress_bar(_fresh(batches), progress, "measure_batches: pass 2 of 2"):
         acc.update(*_split(batch))
     return acc.compute()

@@ -18,6 +18,7 @@ from nclab.models.extended import ACTIVATIONS, ExtendedSolution, ExtendedUFM
 from nclab.models.solvers import METHODS
 from nclab.models.theory import Prediction
 from nclab.models.ufm import UFM, UFMSolution
+from nclab.threads import set_threads
 
 __all__ = ["add_solve_parser", "solve_to_dict"]
 
@@ -90,6 +91,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=1.0,
         help="k of the rescaled MSE (default 1; the extended model's theorem needs k = 1)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default: $OMP_NUM_THREADS, else the cores available, at "
+        "most 4; on a busy machine pass --threads 1)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -350,6 +358,9 @@ def _build(
 
 
 def _cmd_solve(args: argparse.Namespace) -> int:
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads: expected an integer >= 1, got {args.threads}")
+    set_threads(args.threads, "nclab solve")
     return _emit(args, *_build(args))
 
 

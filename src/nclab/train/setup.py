@@ -30,7 +30,6 @@ __all__ = [
     "Split",
     "all_reduce",
     "barrier",
-    "default_threads",
     "init_distributed",
     "lr_factor",
     "make_optimizer",
@@ -38,10 +37,6 @@ __all__ = [
     "resolve_device",
     "set_up",
 ]
-
-# More intra-op threads than this buys little for the networks here and oversubscribes shared
-# machines (README, "Performance": the cpu-mlp preset with 1, 2 and the default threads).
-_MAX_DEFAULT_THREADS = 4
 
 
 @dataclass
@@ -84,19 +79,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device(name)
-
-
-def default_threads() -> int:
-    """``run.threads`` when null: ``$OMP_NUM_THREADS`` when set (``torchrun`` with several
-    processes, a sweep's workers and users limit threads with it), else the cores this process
-    may run on, divided among the processes ``torchrun`` started on this machine, at most 4
-    (see ``_MAX_DEFAULT_THREADS``)."""
-    omp = os.environ.get("OMP_NUM_THREADS", "")
-    if omp.isdigit() and int(omp) >= 1:
-        return int(omp)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    return max(1, min(_MAX_DEFAULT_THREADS, (cores or 1) // max(local, 1)))
 
 
 def init_distributed(device: torch.device) -> tuple[int, int]:

@@ -31,6 +31,7 @@ from torch import nn
 from nclab.io import atomic_write_text
 from nclab.metrics.hooks import capture
 from nclab.progress import in_notebook
+from nclab.threads import default_threads, set_threads
 from nclab.train import evaluation
 from nclab.train.config import TrainConfig
 from nclab.train.evaluation import EpochStore, batch_starts, eval_batch_size, measure_batches
@@ -49,7 +50,6 @@ from nclab.train.setup import (
     Split,
     all_reduce,
     barrier,
-    default_threads,
     lr_factor,
     make_optimizer,
     prepare_data,
@@ -103,12 +103,12 @@ def train(
     must return K logits; ``track.layers`` name its modules; its last ``nn.Linear``, or one
     named ``fc``, is the classifier whose W, b the metrics use)."""
     cfg.validate()
-    threads = cfg.run.threads if cfg.run.threads is not None else default_threads()
-    torch.set_num_threads(threads)
+    threads = cfg.run.threads
+    if threads is None and (_rank() or resolve_device(cfg.run.device).type != "cpu"):
+        threads = default_threads()  # the busy-machine hint is for rank 0 on the CPU only
+    set_threads(threads, "nclab train", "--threads 1 (run.threads=1)")
     s = set_up(cfg, download=download, model=model)
     out, rank, world = Path(out_dir), s.rank, s.world
-    if rank == 0 and cfg.run.threads is None and s.device.type == "cpu":
-        _warn_if_busy(threads)
     lock = RunLock(out)
     if rank == 0:  # the directory is created, locked and cleaned only once set-up succeeded
         if out.exists() and not out.is_dir():
@@ -127,18 +127,9 @@ def train(
         lock.release()
 
 
-def _warn_if_busy(threads: int) -> None:
-    """A hint when the default thread count meets a busy machine: threads that wait for each
-    other on shared cores run several times slower than one (README, "Performance"). The count
-    itself stays the machine's default, since it changes float sums in their last bits."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    if threads > 1 and load > (cores or 1) - threads + 0.5:
-        print(
-            f"nclab train: the machine is busy (load {load:.1f} on {cores} cores): {threads} "
-            "threads may run several times slower than one; pass --threads 1 (run.threads=1)",
-            file=sys.stderr,
-        )
+def _rank() -> int:
+    """This process's rank under torchrun (0 alone): only rank 0 prints the busy hint."""
+    return int(os.environ.get("RANK", "0"))
 
 
 def _run(s: RunSetup, out: Path, state: dict[str, Any] | None) -> TrainResult:
