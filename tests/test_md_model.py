@@ -49,3 +49,42 @@ def test_compare_uses_twice_the_standard_error() -> None:
 def test_unknown_preset_names_the_flag(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"^--preset: md-model has presets \['smoke', 'cpu'\]"):
         registry.get("md-model").run(tmp_path, "gpu", RunOptions())
+
+
+def test_label_noise_predictions_recover_the_models_own_points() -> None:
+    # points made by the model itself (λ = 0.8): fitted on η = 0.1, λ̂ is 0.8 and the other
+    # rate is predicted exactly; a point moved by 0.05 in dilation shows an error of 0.05
+    from nclab.experiments.common import new_figure
+    from nclab.experiments.md_model import draw_model_curves, label_noise_predictions
+    from nclab.losses import make_loss
+    from nclab.models.md import MDModel
+
+    points = []
+    for name, alpha in (("ce", 0.0), ("ls", 0.1)):
+        for eta in (0.1, 0.3):
+            sol = MDModel(make_loss(name, smoothing=alpha), 3, 10, 3, eta, 0.8, 1e-2, 1e-2).theory()
+            points.append(
+                {
+                    "loss": name,
+                    "smoothing": alpha,
+                    "noise_rate": eta,
+                    "memorization_scaled": sol.memorization_scaled,
+                    "dilation_mean_scaled": sol.dilation_scaled,
+                }
+            )
+    points[1]["dilation_mean_scaled"] += 0.05  # CE at η = 0.3
+    rows, summary = label_noise_predictions(points, 0.1, num_classes=3, per_class=10, reg=1e-2)
+    assert summary["ce"]["expressivity"] == pytest.approx(0.8, rel=1e-9)
+    assert summary["ls α=0.1"]["expressivity"] == pytest.approx(0.8, rel=1e-9)
+    assert summary["ls α=0.1"]["dilation_mae"] < 1e-8
+    assert summary["ce"]["dilation_mae"] == pytest.approx(0.05, rel=1e-6)
+    assert sum(r["fitted"] for r in rows) == 2
+    fig, (ax,) = new_figure(1)
+    draw_model_curves(ax, rows)
+    assert sorted(line.get_label() for line in ax.get_lines()) == [
+        "M-D model, ce (λ̂ = 0.80)",
+        "M-D model, ls α=0.1 (λ̂ = 0.80)",
+    ]
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

@@ -23,7 +23,17 @@ from nclab.io import atomic_write_text
 from nclab.losses import make_loss
 from nclab.models.md import MDModel
 
-__all__ = ["COLUMNS", "REPRODUCTION", "SETTINGS", "compare", "grid", "markdown_table", "run"]
+__all__ = [
+    "COLUMNS",
+    "REPRODUCTION",
+    "SETTINGS",
+    "compare",
+    "draw_model_curves",
+    "grid",
+    "label_noise_predictions",
+    "markdown_table",
+    "run",
+]
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "smoke": {
@@ -82,6 +92,104 @@ def grid(setting: dict[str, Any]) -> list[dict[str, Any]]:
                     }
                 )
     return rows
+
+
+def label_noise_predictions(
+    points: list[dict[str, Any]],
+    fit_noise: float,
+    *,
+    num_classes: int,
+    per_class: int = 100,
+    reg: float = 5e-3,
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:
+    """The model's predictions over trained networks' points, for md-label-noise.
+
+    ``points``: one per trained run, with ``loss`` ("ce" or "ls"), ``smoothing`` (α, 0 for
+    CE), ``noise_rate`` (the measured fraction of noisy labels) and the end-of-training
+    ``memorization_scaled`` and ``dilation_mean_scaled`` (metrics.csv's names). Per loss, λ̂ =
+    D / M is fitted on the point whose noise rate is nearest ``fit_noise`` (the mean over its
+    seeds), and the model (``num_classes``, ``per_class`` samples per class, λ_W = λ_H = ``reg``,
+    symmetric noise, the noise rate rounded to a multiple of 1/``per_class``) predicts every
+    point's scale-free M and D and its test error. Returns one row per point (measured,
+    predicted, absolute errors, ``fitted``: whether it is a fitting point) and per loss
+    (``"ce"``, ``"ls α=0.1"``, ...) the fitted λ̂ and the mean absolute errors over the points
+    not fitted on.
+    """
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for p in points:
+        groups.setdefault((str(p["loss"]), float(p.get("smoothing", 0.0))), []).append(p)
+    rows, summary = [], {}
+    for (name, alpha), pts in sorted(groups.items()):
+        nearest = min(abs(float(p["noise_rate"]) - fit_noise) for p in pts)
+        fitting = [p for p in pts if abs(float(p["noise_rate"]) - fit_noise) == nearest]
+        mem = sum(float(p["memorization_scaled"]) for p in fitting) / len(fitting)
+        dil = sum(float(p["dilation_mean_scaled"]) for p in fitting) / len(fitting)
+        if not mem > 0:
+            raise ValueError(f"points: the {name} point at noise {fit_noise} has no memorization")
+        lam = dil / mem
+        loss = make_loss(name, smoothing=alpha)
+        cache: dict[float, Any] = {}
+        errors: list[tuple[float, float]] = []
+        for p in pts:
+            eta = round(float(p["noise_rate"]) * per_class) / per_class
+            if eta not in cache:
+                cache[eta] = MDModel(
+                    loss, num_classes, per_class, num_classes, eta, lam, reg, reg
+                ).theory()
+            sol = cache[eta]
+            row = {
+                **p,
+                "expressivity": lam,
+                "predicted_memorization_scaled": sol.memorization_scaled,
+                "predicted_dilation_scaled": sol.dilation_scaled,
+                "predicted_test_error": sol.test_error,
+                "memorization_error": abs(
+                    sol.memorization_scaled - float(p["memorization_scaled"])
+                ),
+                "dilation_error": abs(sol.dilation_scaled - float(p["dilation_mean_scaled"])),
+                "fitted": any(p is f for f in fitting),
+            }
+            rows.append(row)
+            if not row["fitted"]:
+                errors.append((row["memorization_error"], row["dilation_error"]))
+        key = "ce" if name == "ce" else f"{name} α={alpha:g}"
+        summary[key] = {
+            "expressivity": lam,
+            "memorization_mae": sum(e[0] for e in errors) / len(errors) if errors else math.nan,
+            "dilation_mae": sum(e[1] for e in errors) / len(errors) if errors else math.nan,
+        }
+    return rows, summary
+
+
+def draw_model_curves(
+    ax: Any, rows: list[dict[str, Any]], colors: dict[str, str] | None = None
+) -> None:
+    """Draw the model's predicted (memorization, dilation) per loss as dashed lines across the
+    noise rates, with the fitting point ringed, on a dilation-vs-memorization axis (scale-free)
+    of md-label-noise. ``colors``: loss key ("ce", "ls α=0.1", ...) -> colour."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        key = "ce" if r["loss"] == "ce" else f"{r['loss']} α={float(r.get('smoothing', 0.0)):g}"
+        groups.setdefault(key, []).append(r)
+    for key, pts in groups.items():
+        pts = sorted(pts, key=lambda r: float(r["noise_rate"]))
+        color = (colors or {}).get(key)
+        lam = pts[0]["expressivity"]
+        ax.plot(
+            [r["predicted_memorization_scaled"] for r in pts],
+            [r["predicted_dilation_scaled"] for r in pts],
+            "--",
+            color=color,
+            label=f"M-D model, {key} (λ̂ = {lam:.2f})",
+        )
+        fitted = [r for r in pts if r["fitted"]]
+        ax.scatter(
+            [float(r["memorization_scaled"]) for r in fitted],
+            [float(r["dilation_mean_scaled"]) for r in fitted],
+            s=80,
+            facecolors="none",
+            edgecolors=color or "black",
+        )
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:
