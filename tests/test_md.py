@@ -103,17 +103,17 @@ def test_label_smoothing_test_error_is_lower_where_docs_say_and_not_elsewhere() 
 
 
 CASES = [
-    # (loss, K, n, d, η, λ, noise kind)
-    (CE, 2, 4, 2, 0.25, 0.5, "symmetric"),
-    (LS, 3, 6, 4, 1 / 3, 0.5, "symmetric"),
-    (CE, 4, 8, 4, 0.25, 1.0, "pair"),
+    # (loss, K, n, d, η, λ, noise kind, bias)
+    (CE, 2, 4, 2, 0.25, 0.5, "symmetric", True),
+    (LS, 3, 6, 4, 1 / 3, 0.5, "symmetric", False),
+    (CE, 4, 8, 4, 0.25, 1.0, "pair", False),
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=["k2-ce", "k3-ls-d4", "k4-ce-pair"])
+@pytest.mark.parametrize("case", CASES, ids=["k2-ce-bias", "k3-ls-d4", "k4-ce-pair"])
 def test_features_level_optimum_has_the_reduced_form(case) -> None:
-    loss, k, n, d, eta, lam, kind = case
-    m = MDModel(loss, k, n, d, eta, lam, 1e-2, 1e-2, noise_kind=kind)
+    loss, k, n, d, eta, lam, kind, bias = case
+    m = MDModel(loss, k, n, d, eta, lam, 1e-2, 1e-2, noise_kind=kind, bias=bias)
     reduced = m.theory()
     full = m.solve(restarts=2, seed=1)
     assert reduced.converged and full.converged and full.violation <= 1e-9

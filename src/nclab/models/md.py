@@ -56,6 +56,8 @@ __all__ = [
     "MDSolution",
     "fit",
     "noise_counts",
+    "noise_offset",
+    "noisy_per_class",
     "observed_labels",
 ]
 
@@ -92,15 +94,18 @@ def noisy_per_class(noise: float, per_class: int) -> int:
     return q
 
 
-def noise_counts(num_classes: int, noisy: int, kind: str) -> dict[int, int]:
-    """Offset o -> q_o, the noisy samples of each class observed as class + o (mod K)."""
+def noise_offset(j: int, num_classes: int, kind: str) -> int:
+    """The j-th noisy sample of class k is observed as k + offset (mod K)."""
     if kind not in NOISE_KINDS:
         raise ValueError(f"noise_kind: expected one of {NOISE_KINDS}, got {kind!r}")
-    if kind == "pair" or num_classes == 2:
-        return {1: noisy} if noisy else {}
+    return 1 if kind == "pair" else 1 + j % (num_classes - 1)
+
+
+def noise_counts(num_classes: int, noisy: int, kind: str) -> dict[int, int]:
+    """Offset o -> q_o, the noisy samples of each class observed as class + o (mod K)."""
     counts: dict[int, int] = {}
     for j in range(noisy):
-        o = 1 + j % (num_classes - 1)
+        o = noise_offset(j, num_classes, kind)
         counts[o] = counts.get(o, 0) + 1
     return counts
 
@@ -108,11 +113,10 @@ def noise_counts(num_classes: int, noisy: int, kind: str) -> dict[int, int]:
 def observed_labels(num_classes: int, per_class: int, noisy: int, kind: str) -> torch.Tensor:
     """Observed labels ỹ in class-major order (true label i // n); the first ``noisy`` samples
     of each class are noisy (see the module docstring for the assignment)."""
-    noise_counts(num_classes, noisy, kind)
     labels = torch.arange(num_classes).repeat_interleave(per_class)
-    for k in range(num_classes):
-        for j in range(noisy):
-            o = 1 if kind == "pair" else 1 + j % (num_classes - 1)
+    for j in range(noisy):
+        o = noise_offset(j, num_classes, kind)
+        for k in range(num_classes):
             labels[k * per_class + j] = (k + o) % num_classes
     return labels
 
@@ -360,7 +364,7 @@ class MDModel:
         n_clean = n - q
         angles = 2 * math.pi * torch.arange(n_clean, dtype=_F64) / n_clean
         radius = self.expressivity * opt.memorization
-        offsets_of = [1 if self.noise_kind == "pair" else 1 + j % (k - 1) for j in range(q)]
+        offsets_of = [noise_offset(j, k, self.noise_kind) for j in range(q)]
         row_of = {o: i for i, o in enumerate(opt.offsets)}
         for c in range(k):
             features[:k, c, q:] = torch.tensor(np.roll(opt.u, c), dtype=_F64).unsqueeze(1)
@@ -370,7 +374,7 @@ class MDModel:
             for j, o in enumerate(offsets_of):
                 features[:k, c, j] = torch.tensor(np.roll(opt.x[row_of[o]], c), dtype=_F64)
         bias = torch.zeros(k, dtype=_F64) if self.bias else None
-        sol = self._solution(
+        return self._solution(
             "reduced",
             weight,
             features.reshape(d, -1),
@@ -380,7 +384,6 @@ class MDModel:
             opt.converged,
             [opt.objective],
         )
-        return sol
 
     def _constraint(self, params: list[torch.Tensor]) -> torch.Tensor:
         mem, dil = self.memorization_dilation(params[1], params[2])
