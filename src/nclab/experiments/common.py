@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from nclab.errors import InputError
 from nclab.experiments.registry import RunOptions
-from nclab.io import atomic_write
+from nclab.io import atomic_write, atomic_write_text
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -27,8 +27,10 @@ __all__ = [
     "group_mean_std",
     "mean_std",
     "new_figure",
+    "new_grid",
     "run_grid",
     "save_figure",
+    "write_csv",
 ]
 
 
@@ -68,7 +70,7 @@ def grid_rows(rows: Iterable[dict[str, Any]], **where: Any) -> list[dict[str, An
     return [r for r in rows if all(r.get(k) == v for k, v in wanted.items())]
 
 
-def mean_std(values: Iterable[float]) -> tuple[float, float]:
+def mean_std(values: Iterable[float | None]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for one value) of the finite ``values``."""
     nums = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     if not nums:
@@ -103,6 +105,34 @@ def new_figure(ncols: int, *, width: float = 4.6, height: float = 3.8) -> tuple[
 
     fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False)
     return fig, list(axes[0])
+
+
+def new_grid(
+    nrows: int, ncols: int, *, width: float = 4.6, height: float = 3.6
+) -> tuple[Figure, list[list[Axes]]]:
+    """A figure of ``nrows`` × ``ncols`` panels, ``grid[row][col]``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+    return fig, [list(row) for row in axes]
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """Write ``rows`` (the union of their keys as columns, in first-seen order) atomically."""
+    import csv
+    import io
+
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, buf.getvalue())
 
 
 def band(

@@ -16,6 +16,7 @@ import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "PRESETS",
@@ -63,7 +64,7 @@ class ReproductionResult:
     notes: list[str] = field(default_factory=list)
     summary: Path | None = None
     summary_columns: list[str] = field(default_factory=list)
-    spec: dict[str, object] = field(default_factory=dict)
+    spec: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
