@@ -43,7 +43,7 @@ __all__ = ["REPRODUCTION"]
 
 _K, _N, _D = 4, 5, 8
 _GRIDS: dict[str, dict[str, Any]] = {
-    "smoke": {"lambdas": [0.01, 0.3, 1.5], "seeds": [0]},
+    "smoke": {"lambdas": [0.1, 0.3, 1.5], "seeds": [0]},
     "cpu": {
         "lambdas": [0.001, 0.003, 0.01, 0.03, 0.1, 0.2, 0.3, 0.45, 0.7, 1.0, 1.5],
         "seeds": [0, 1],
