@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 from nclab.losses import make_loss
@@ -147,6 +150,20 @@ def _fields(sol: MDSolution) -> dict[str, Any]:
     }
 
 
+def _throttled(every: float = 5.0) -> Callable[[str], None]:
+    """A progress sink for stderr that prints at most one line per ``every`` seconds, so that
+    a long features-level solve shows it is alive without a line per Lagrangian round."""
+    last = [time.monotonic()]
+
+    def emit(line: str) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every:
+            last[0] = now
+            print(f"nclab solve: {line}", file=sys.stderr, flush=True)
+
+    return emit
+
+
 def md_result(args: argparse.Namespace) -> dict[str, Any]:
     """The object ``nclab solve md ... --json`` prints, before non-finite numbers become null
     (ValueError naming the flag for bad input)."""
@@ -174,6 +191,7 @@ def md_result(args: argparse.Namespace) -> dict[str, Any]:
                 tol=args.tol,
                 constraint_tol=args.constraint_tol,
                 max_iter=args.max_iter,
+                progress=_throttled(),
             )
     except ValueError as err:
         raise _with_flag(err) from None
