@@ -32,10 +32,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nclab.sweep.executors import Job, available_cores
+from nclab.sweep.executors import Job
 from nclab.sweep.runner import run_sweep
 from nclab.sweep.spec import SweepSpec, parse_spec
 from nclab.sweep.store import SweepDir
+from nclab.threads import available_cores
 
 
 def _spec(preset: str, epochs: int, trials: int, cpus: int = 1) -> SweepSpec:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from nclab.sweep.trial import limit_threads, run_trial, watch_driver
+from nclab.threads import available_cores
 
 __all__ = [
     "RAY_INSTALL",
@@ -27,7 +28,6 @@ __all__ = [
     "Job",
     "LocalExecutor",
     "RayExecutor",
-    "available_cores",
     "make_executor",
 ]
 
@@ -53,13 +53,6 @@ class Executor(Protocol):
     def run(self, jobs: list[Job], started: Started, finished: Finished) -> None: ...
 
     def close(self) -> None: ...
-
-
-def available_cores() -> int:
-    """Cores this process may run on (its CPU affinity where the OS reports one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
 
 
 def _context() -> multiprocessing.context.BaseContext:
