@@ -309,5 +309,21 @@ def test_a_config_file_base_is_read_relative_to_the_spec(tmp_path: Path) -> None
     assert [_cfg(t, "model.widths") for t in trials] == [[16], [16]]
     assert [(_cfg(t, "optim.epochs"), _cfg(t, "optim.lr")) for t in trials] == [(3, 0.1), (3, 0.2)]
     (tmp_path / "cfg.yaml").write_text("optim: {epochs: zero}\n")
-    with pytest.raises(ValueError, match=r"^base: .*cfg.yaml: .*optim.epochs"):
+    with pytest.raises(
+        ValueError, match=r"^base: .*cfg.yaml:1:9: optim.epochs: expected an integer"
+    ):
+        load_spec(spec)
+
+
+def test_a_spec_file_with_a_key_given_twice_is_refused_with_its_line(tmp_path: Path) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text("base: smoke\ngrid:\n  optim.lr: [0.1]\n  optim.lr: [0.2]\n")
+    with pytest.raises(
+        ValueError, match=r"s.yaml:4:3: grid.optim.lr: duplicate key \(first given at line 3\)"
+    ):
+        load_spec(spec)
+    spec.write_bytes(b"base: smoke\ngrid: {optim.lr: [0.1]}\n# \xff\n")
+    with pytest.raises(
+        ValueError, match=r"s.yaml:3:3: not UTF-8 text \(byte 0xff\); save the SPEC"
+    ):
         load_spec(spec)

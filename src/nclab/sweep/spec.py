@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from nclab.yamlfile import load_yaml_file
 
 __all__ = ["SOLVE_MODELS", "SweepSpec", "Trial", "load_spec", "parse_spec", "trial_name"]
 
@@ -125,13 +125,7 @@ def _text(value: Any) -> str:
 def load_spec(path: str | Path) -> SweepSpec:
     """Read and validate the spec file ``path`` (a config-file base is relative to it)."""
     p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"SPEC: {p} does not exist")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as err:
-        raise ValueError(f"SPEC: {p} is not valid YAML ({err})") from None
-    return parse_spec(data, root=p.parent)
+    return parse_spec(load_yaml_file(p, "SPEC"), root=p.parent)
 
 
 def parse_spec(data: Any, root: str | Path = ".") -> SweepSpec:
@@ -324,9 +318,9 @@ class _TrainBuilder:
                     f"solve:<model> ({', '.join(SOLVE_MODELS)}); {base!r} is none of these"
                 )
             try:
-                self.base = TrainConfig.from_yaml(path.read_text())
+                self.base = TrainConfig.from_file(path)
             except ValueError as err:
-                raise ValueError(f"base: {path}: {err}") from None
+                raise ValueError(f"base: {err}") from None
 
     def trial(self, key: dict[str, Any], fixed: dict[str, Any], where: dict[str, str]) -> Trial:
         from nclab.train.config import apply_overrides

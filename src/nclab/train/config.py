@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from nclab.errors import InputError
+from nclab.yamlfile import YAMLProblem, parse_yaml, read_utf8
 
 if TYPE_CHECKING:
     from nclab.metrics.options import MetricOptions
@@ -239,8 +240,8 @@ class TrainConfig:
         given twice in one mapping is an error (YAML parsers otherwise keep the last silently).
         """
         try:
-            data, marks = _parse_yaml(text)
-        except _YAMLProblem as err:
+            data, marks = parse_yaml(text)
+        except YAMLProblem as err:
             raise InputError(f"{source}:{err.line}:{err.column}: {err.message}") from None
         if data is None:
             data = {}
@@ -262,23 +263,7 @@ class TrainConfig:
         """Read a YAML config file (UTF-8); every error names the file, and the line and column
         where there is one."""
         p = Path(path)
-        if not p.is_file():
-            what = "is not a file" if p.exists() else "does not exist"
-            raise InputError(f"config: {p} {what}")
-        try:
-            raw = p.read_bytes()
-        except OSError as err:
-            raise InputError(f"config: cannot read {p}: {err.strerror}") from None
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError as err:
-            line = raw.count(b"\n", 0, err.start) + 1
-            column = err.start - raw.rfind(b"\n", 0, err.start)
-            raise InputError(
-                f"{p}:{line}:{column}: not UTF-8 text (byte 0x{raw[err.start]:02x}); "
-                "save the config as UTF-8"
-            ) from None
-        return cls.from_yaml(text, source=str(p))
+        return cls.from_yaml(read_utf8(p, "config"), source=str(p))
 
     def validate(self) -> None:
         """Check every key's type and value, and the rules between keys; the error names the key
@@ -532,8 +517,8 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
             raise InputError(f"{item}: expected section.key=value")
         key, raw = item.split("=", 1)
         try:
-            value, _ = _parse_yaml(raw)
-        except _YAMLProblem as err:
+            value, _ = parse_yaml(raw)
+        except YAMLProblem as err:
             raise InputError(
                 f"{key.strip()}: the value {raw!r} does not parse: {err.message}"
             ) from None
@@ -543,97 +528,6 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
         for f in dataclasses.fields(getattr(cfg, section)):
             setattr(getattr(cfg, section), f.name, getattr(getattr(new, section), f.name))
     return cfg
-
-
-class _YAMLProblem(Exception):
-    """Where (1-based line and column) and what is wrong with a YAML text."""
-
-    def __init__(self, line: int, column: int, message: str) -> None:
-        super().__init__(message)
-        self.line, self.column, self.message = line, column, message
-
-
-def _parse_yaml(text: str) -> tuple[Any, dict[str, yaml.Mark]]:
-    """The value of a YAML document (plain values only) and where each key starts (``section``
-    and ``section.key``; ``""``: the document)."""
-    marks: dict[str, yaml.Mark] = {}
-    try:
-        loader = yaml.SafeLoader(text)
-    except yaml.reader.ReaderError as err:  # the reader checks every character up front
-        raise _reader_problem(text, err) from None
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None, marks
-        marks[""] = node.start_mark
-        _check_keys(loader, node, "", marks, set())
-        return loader.construct_document(node), marks
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
-        raise _YAMLProblem(line, column, _yaml_message(err)) from None
-    except yaml.YAMLError as err:
-        raise _YAMLProblem(1, 1, f"invalid YAML: {' '.join(str(err).split())}") from None
-    except RecursionError:
-        raise _YAMLProblem(1, 1, "invalid config: nested too deeply") from None
-    finally:
-        loader.dispose()
-
-
-def _reader_problem(text: str, err: yaml.reader.ReaderError) -> _YAMLProblem:
-    pos = err.position
-    line, column = text.count("\n", 0, pos) + 1, pos - text.rfind("\n", 0, pos)
-    char = err.character if isinstance(err.character, int) else ord(err.character)
-    what = "a NUL byte" if char == 0 else f"the control character U+{char:04X}"
-    return _YAMLProblem(line, column, f"invalid YAML: {what} is not allowed in a YAML text")
-
-
-def _yaml_message(err: yaml.MarkedYAMLError) -> str:
-    problem = err.problem or "invalid YAML"
-    if problem.startswith("could not determine a constructor for the tag"):
-        tag = problem.rsplit(" ", 1)[-1].replace("tag:yaml.org,2002:", "!!")
-        return (
-            f"the tag {tag} is not allowed: a config holds plain values (numbers, strings, "
-            "lists, mappings)"
-        )
-    context = f" ({err.context})" if err.context else ""
-    return f"invalid YAML: {problem}{context}"
-
-
-def _check_keys(
-    loader: yaml.SafeLoader, node: yaml.Node, path: str, marks: dict[str, yaml.Mark], seen: set[int]
-) -> None:
-    """Refuse a key given twice in one mapping, naming it and both lines; record key marks."""
-    if id(node) in seen:  # an alias of a node already walked (and perhaps itself a cycle)
-        return
-    seen.add(id(node))
-    if isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            _check_keys(loader, item, path, marks, seen)
-    if not isinstance(node, yaml.MappingNode):
-        return
-    first: dict[Any, yaml.Node] = {}
-    for key_node, value_node in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            _check_keys(loader, value_node, path, marks, seen)
-            continue
-        key = loader.construct_object(key_node, deep=True)
-        try:
-            hash(key)
-        except TypeError:  # construct_document reports the unhashable key where it is
-            continue
-        dotted = f"{path}.{key}" if path else str(key)
-        if key in first:
-            mark = key_node.start_mark
-            raise _YAMLProblem(
-                mark.line + 1,
-                mark.column + 1,
-                f"{dotted}: duplicate key (first given at line "
-                f"{first[key].start_mark.line + 1}); give each key once",
-            )
-        first[key] = key_node
-        marks.setdefault(dotted, key_node.start_mark)
-        _check_keys(loader, value_node, dotted, marks, seen)
 
 
 def _where(marks: dict[str, yaml.Mark], key: str) -> str:
