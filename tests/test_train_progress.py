@@ -153,3 +153,20 @@ def test_the_default_thread_count_on_a_busy_machine_comes_with_a_hint(
         assert capsys.readouterr().err == ""
     finally:
         torch.set_num_threads(before)
+
+
+def test_an_empty_class_in_a_run_is_advised_in_config_keys() -> None:
+    from nclab.errors import InputError
+    from nclab.train.evaluation import _as_config_keys
+
+    with pytest.raises(
+        InputError,
+        match=r"^layer 'penultimate': labels: class\(es\) \[2\] .* set track.drop_empty_classes=true",
+    ):
+        with _as_config_keys("penultimate"):
+            raise ValueError(
+                "labels: class(es) [2] of 0..2 have no samples; pass drop_empty_classes=True to measure the remaining classes, or set num_classes"
+            )
+    with pytest.raises(ValueError, match="^features: contain NaN"):  # other errors unchanged
+        with _as_config_keys("penultimate"):
+            raise ValueError("features: contain NaN or Inf values")

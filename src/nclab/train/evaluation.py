@@ -16,6 +16,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from nclab.errors import InputError
 from nclab.losses import Loss
 from nclab.metrics import (
     ClassMeans,
@@ -113,11 +114,12 @@ def measure_batches(
             acc.all_reduce()
         with_weights = name == classifier_layer and classifier is not None
         weight = (classifier.weight, classifier.bias) if with_weights else (None, None)  # type: ignore[union-attr]
-        if isinstance(acc, NoisyClassMeans):
-            stats, clean_stats = acc.compute(opts)
-            noisy[name] = NoiseAccumulator(clean_stats, stage=stage)
-        else:
-            stats = acc.compute(opts)
+        with _as_config_keys(name):
+            if isinstance(acc, NoisyClassMeans):
+                stats, clean_stats = acc.compute(opts)
+                noisy[name] = NoiseAccumulator(clean_stats, stage=stage)
+            else:
+                stats = acc.compute(opts)
         centred[name] = CollapseAccumulator(stats, *weight, stage=stage)
     if layers:
         for feats, _, y_obs, y_true in progress_bar(batches(), progress, "pass 2 of 2"):
@@ -140,11 +142,27 @@ def measure_batches(
     }
     reports = {}
     for name in layers:
-        values = centred[name].compute().as_dict()
-        if noise:
-            values.update(noisy[name].compute().as_dict())
+        with _as_config_keys(name):
+            values = centred[name].compute().as_dict()
+            if noise:
+                values.update(noisy[name].compute().as_dict())
         reports[name] = values
     return summary, reports
+
+
+@contextlib.contextmanager
+def _as_config_keys(layer: str) -> Iterator[None]:
+    """The metrics' advice on an empty class, in the run's config key (the metrics speak of
+    Python keywords), with the tracked layer named."""
+    try:
+        yield
+    except ValueError as err:
+        if "drop_empty_classes=True" not in str(err):
+            raise
+        message = str(err).replace(
+            "pass drop_empty_classes=True", "set track.drop_empty_classes=true"
+        )
+        raise InputError(f"layer {layer!r}: {message}") from None
 
 
 class EpochStore:
