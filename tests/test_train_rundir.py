@@ -239,3 +239,19 @@ def test_an_unreadable_checkpoint_is_named(tmp_path: Path, garbage: bytes) -> No
     (run / "checkpoint.pt").write_bytes(garbage)
     with pytest.raises(RunDirectoryError, match=r"run: cannot read the run's files \("):
         train(smoke("optim.epochs=1"), run, resume=True)
+
+
+def test_data_errors_name_the_config_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nclab.cli import main
+
+    base = ["train", "--preset", "smoke", "--out", str(tmp_path / "run")]
+    assert main([*base, "data.per_class=100000"]) == 2
+    err = capsys.readouterr().err
+    assert "nclab train: error: data.per_class: class 0 has only" in err
+    assert main([*base, "data.test_per_class=100000"]) == 2
+    assert "nclab train: error: data.test_per_class: class 0 has only" in capsys.readouterr().err
+    assert main([*base, "data.num_classes=11"]) == 2
+    assert "nclab train: error: data.num_classes: expected 2..10, got 11" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

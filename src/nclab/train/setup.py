@@ -10,14 +10,17 @@ touched.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from nclab.errors import InputError
 from nclab.losses import Loss, make_loss
 from nclab.metrics.hooks import capture, find_classifier, resolve_layers
 from nclab.train.config import TrainConfig
@@ -111,24 +114,41 @@ def all_reduce(t: torch.Tensor, world: int) -> torch.Tensor:
     return t
 
 
+@contextlib.contextmanager
+def _data_keys(per_class_key: str) -> Iterator[None]:
+    """The data readers' errors under the config keys a user wrote (``data.num_classes``,
+    ``data.per_class`` / ``data.test_per_class``, ``data.name``)."""
+    try:
+        yield
+    except ValueError as err:
+        head, sep, rest = str(err).partition(":")
+        keys = {"num_classes": "data.num_classes", "per_class": f"data.{per_class_key}"}
+        keys["dataset"] = "data.name"
+        if sep and head in keys:
+            raise InputError(f"{keys[head]}:{rest}") from None
+        raise
+
+
 def prepare_data(
     cfg: TrainConfig, device: torch.device, download: bool = False
 ) -> tuple[Split, Split, int, tuple[int, int, int]]:
     """The training split (with label noise) and the test split on ``device``, K and the
     image shape (C, H, W); the same config gives the same samples, labels and noise."""
     d = cfg.data
-    train_set = subset(
-        load_dataset(d.name, train=True, data_dir=d.data_dir, download=download),
-        num_classes=d.num_classes,
-        per_class=d.per_class,
-        seed=cfg.run.seed,
-    )
-    test_set = subset(
-        load_dataset(d.name, train=False, data_dir=d.data_dir, download=download),
-        num_classes=d.num_classes,
-        per_class=d.test_per_class,
-        seed=cfg.run.seed,
-    )
+    with _data_keys("per_class"):
+        train_set = subset(
+            load_dataset(d.name, train=True, data_dir=d.data_dir, download=download),
+            num_classes=d.num_classes,
+            per_class=d.per_class,
+            seed=cfg.run.seed,
+        )
+    with _data_keys("test_per_class"):
+        test_set = subset(
+            load_dataset(d.name, train=False, data_dir=d.data_dir, download=download),
+            num_classes=d.num_classes,
+            per_class=d.test_per_class,
+            seed=cfg.run.seed,
+        )
     k = train_set.num_classes
     x = train_set.images.to(torch.float32) / 255.0
     xt = test_set.images.to(torch.float32) / 255.0
