@@ -4,15 +4,21 @@ registered, their smoke presets run, and their tables hold what the theory says.
 from __future__ import annotations
 
 import csv
+import itertools
 from pathlib import Path
 
 import pytest
 
 from nclab.errors import InputError
-from nclab.experiments import pert_central_path, pert_hyperparameters, pert_spectrum
+from nclab.experiments import (
+    pert_central_path,
+    pert_hyperparameters,
+    pert_layerwise,
+    pert_spectrum,
+)
 from nclab.experiments.registry import RunOptions, reproductions
 
-NAMES = ("pert-central-path", "pert-hyperparameters", "pert-spectrum")
+NAMES = ("pert-central-path", "pert-hyperparameters", "pert-layerwise", "pert-spectrum")
 
 
 def rows(path: Path) -> list[dict[str, str]]:
@@ -29,7 +35,7 @@ def test_registered_with_smoke_and_cpu_presets() -> None:
 
 def test_smoke_presets_write_their_tables_and_figures(tmp_path: Path) -> None:
     # Imported directly: the registry also imports every other reproduction module.
-    modules = (pert_central_path, pert_hyperparameters, pert_spectrum)
+    modules = (pert_central_path, pert_hyperparameters, pert_layerwise, pert_spectrum)
     found = {m.REPRODUCTION.name: m.REPRODUCTION for m in modules}
     results = {name: found[name].run(tmp_path / name, "smoke", RunOptions()) for name in NAMES}
     for result in results.values():
@@ -53,6 +59,12 @@ def test_smoke_presets_write_their_tables_and_figures(tmp_path: Path) -> None:
         assert abs(ratio - 1) < 0.05
         inter = float(row["inter_max_F"]) / float(row["inter_max_theory"])
         assert abs(inter - 1) < 0.05
+    # pert-layerwise: the model's minimizer from the previous layer's features has a smaller
+    # trace ratio than those features (Corollary 3.2 at the fitted β).
+    layers = rows(results["pert-layerwise"].tables[0])
+    assert [row["layer"] for row in layers] == ["1", "2", "3"]
+    for before, after in itertools.pairwise(layers):
+        assert float(after["model_trace_ratio"]) < float(before["trace_ratio"])
 
 
 def test_unknown_preset_names_the_flag(tmp_path: Path) -> None:
