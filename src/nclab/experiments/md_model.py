@@ -282,7 +282,12 @@ def _figures(
             ax.plot(
                 [p[1] for p in pts], [p[2] for p in pts], marker="o", ms=3.5, **_style(name, alpha)
             )
-        ax.set_title(f"λ = {lam:g} (η grows along each line)", fontsize=9)
+            # every point sits on the line D = λ M, so the η of each is written beside it
+            for eta, mem, dil in pts:
+                ax.annotate(
+                    f"{eta:g}", (mem, dil), fontsize=6, xytext=(3, -8), textcoords="offset points"
+                )
+        ax.set_title(f"λ = {lam:g} (η beside each point)", fontsize=9)
         ax.set_xlabel("memorization M")
         ax.set_ylabel("dilation D")
         ax.grid(alpha=0.3)
@@ -316,9 +321,9 @@ def _figures(
         (
             curves,
             f"Optimal memorization M against dilation D of the M-D model ({where}), one panel "
-            "per λ, one line per loss with η growing along it. The constraint binds (D = λ M). "
-            "LS's points sit nearer the origin than CE's; divided by the mean distance between "
-            "clean class means (md_grid.csv, *_scaled) the two are close.",
+            "per λ, one line per loss, η written beside each point. The constraint binds "
+            "(D = λ M). LS's points sit nearer the origin than CE's; divided by the mean "
+            "distance between clean class means (md_grid.csv, *_scaled) the two are close.",
         ),
         (
             errors,
