@@ -309,6 +309,8 @@ def _figures(
                 ms=3.5,
                 **_style(name, alpha),
             )
+        top = max(r["test_error"] for r in rows if r["expressivity"] == lam)
+        ax.set_ylim(0.0, max(1.1 * top, 0.01))  # an error of 0 everywhere is drawn at the floor
         ax.set_title(f"λ = {lam:g}")
         ax.set_xlabel("noise rate η")
         ax.set_ylabel("predicted test error")
