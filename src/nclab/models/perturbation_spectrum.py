@@ -126,6 +126,7 @@ class ResponseOperators:
     beta: float
     _ainv: np.ndarray = field(repr=False)
     _qinv: np.ndarray = field(repr=False)
+    _small_inv: np.ndarray = field(repr=False)
     _residual: np.ndarray = field(repr=False)
     _s_factor: Any = field(default=None, repr=False)
 
@@ -163,7 +164,10 @@ class ResponseOperators:
     def _ut(self, x: np.ndarray, k: int) -> np.ndarray:
         """Uᵀ restricted to class k: X (..., K, d) -> Xᵀ R_k + Wᵀ X H_k (..., d, n)."""
         xt = np.swapaxes(x, -1, -2)
-        out: np.ndarray = xt @ self._cols(self._residual, k) + self.w.T @ x @ self._cols(self.h, k)
+        # Wᵀ(X H_k), not (WᵀX)H_k: rank K, O(K d n) instead of O(d² n).
+        out: np.ndarray = xt @ self._cols(self._residual, k) + self.w.T @ (
+            x @ self._cols(self.h, k)
+        )
         return out
 
     def hessian_block(self, v: np.ndarray, k: int, j: int) -> np.ndarray:
@@ -171,7 +175,7 @@ class ResponseOperators:
         delta = self._mat(v)
         out = -self._ut(self._u(delta, j) @ self._ainv, k)
         if k == j:
-            out = out + self.lambda_h * delta + (self.w.T @ self.w) @ delta
+            out = out + self.lambda_h * delta + self.w.T @ (self.w @ delta)
         return self._vec(out)
 
     def f_block(self, v: np.ndarray, k: int, j: int) -> np.ndarray:
@@ -217,7 +221,9 @@ class ResponseOperators:
 
     def qinv_apply(self, delta: np.ndarray) -> np.ndarray:
         """Q⁻¹ Δ, Q = (λ_H + β)I + ŴᵀŴ."""
-        out: np.ndarray = self._qinv @ delta
+        # Woodbury with the rank-K WᵀW: Q⁻¹ = (I - Wᵀ(q I_K + WWᵀ)⁻¹W)/q, q = λ_H + β.
+        q = self.lambda_h + self.beta
+        out: np.ndarray = (delta - self.w.T @ (self._small_inv @ (self.w @ delta))) / q
         return out
 
     def block_operator(self, which: str, k: int, j: int) -> LinearOperator:
@@ -338,6 +344,7 @@ def response_operators(
         beta=beta,
         _ainv=0.5 * (ainv + ainv.T),
         _qinv=0.5 * (qinv + qinv.T),
+        _small_inv=np.linalg.inv((lambda_h + beta) * np.eye(k) + w @ w.T),
         _residual=w @ h - y,
     )
 
