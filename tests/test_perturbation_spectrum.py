@@ -143,8 +143,12 @@ def test_assumptions_that_do_not_hold_are_named() -> None:
     assert th.intra_min != th.theorem["intra_min"]
     with pytest.warns(UserWarning, match=r"λ_Hλ_W = 2 >= 1: the collapsed minimizer is H = 0"):
         collapsed_spectrum(2, 3, 4, 2.0, 1.0, 5.0)
-    with pytest.warns(UserWarning, match="is an eigenvalue of M_kk: F_kk is singular"):
-        collapsed_spectrum(3, 3, 5, 0.7, 0.3, 0.3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        collapsed_spectrum(3, 3, 5, 0.7, 0.3, 0.3)  # β = λ_H, and below √(λ_H/λ_W)
+    messages = [str(w.message) for w in caught]
+    assert any("β = 0.3 is an eigenvalue of M_kk: F_kk is singular" in m for m in messages)
+    assert any("β = 0.3 <= √(λ_H/λ_W)" in m for m in messages)
     with pytest.warns(UserWarning, match="d = K = 3: Theorem 4.2 assumes d > K"):
         collapsed_spectrum(3, 3, 3, 0.7, 0.3, 5.0)
 

@@ -259,10 +259,10 @@ class ResponseOperators:
         return out
 
     def intra_extremes(self, which: str, k: int = 0) -> tuple[float, float]:
-        """(σ_max, σ_min) of the symmetric block (k, k) by Lanczos (scipy eigsh, relative residual
-        :data:`LANCZOS_TOL`): the extreme
-        eigenvalues give σ_max; σ_min is the smallest |eigenvalue|, the smallest eigenvalue when
-        the block is positive definite, else from eigsh of the block squared."""
+        """(σ_max, σ_min) of the symmetric block (k, k) by Lanczos (scipy eigsh, relative
+        residual :data:`LANCZOS_TOL`): the extreme eigenvalues give σ_max; σ_min is the smallest
+        |eigenvalue|, the smallest eigenvalue when the block is positive definite, else from
+        eigsh of the block squared."""
         op = self.block_operator(which, k, k)
         size = op.shape[0]
         if size <= 2:
