@@ -160,6 +160,9 @@ REPRODUCTION = Reproduction(
         "and decrease as λ_H grows; the exact response J differs by O(β⁻²)."
     ),
     presets=("smoke", "cpu"),
-    runtime={"smoke": "measured: 1 s on 2 cores", "cpu": "measured: 2 s on 2 cores"},
+    runtime={
+        "smoke": "measured: 4 s on 2 cores (OMP_NUM_THREADS=1)",
+        "cpu": "measured: 4 s on 2 cores (OMP_NUM_THREADS=1)",
+    },
     run=run,
 )
