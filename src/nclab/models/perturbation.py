@@ -33,7 +33,7 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -42,6 +42,9 @@ from nclab.metrics import CollapseReport, measure
 from nclab.models.conventions import check_penalty
 from nclab.models.solvers import Candidate, check_solver_options, multistart
 from nclab.models.ufm import check_start, class_labels
+
+if TYPE_CHECKING:
+    from nclab.models.perturbation_spectrum import CollapsedSpectrum
 
 __all__ = [
     "PerturbationModel",
@@ -283,7 +286,7 @@ class PerturbationModel:
         beta = self.paper_penalties()[2]
         return self.reduced_gradient(features) + beta / self.num_samples * (features - self.initial)
 
-    def theory(self) -> Any:
+    def theory(self) -> CollapsedSpectrum:
         """Theorem 4.2 and the complete spectrum of F_kk, J_kk and F at a collapsed H0
         (:func:`nclab.models.perturbation_spectrum.collapsed_spectrum`); ValueError where no
         collapsed minimizer exists (d < K, λ_H = 0), warnings for the theorem's other
