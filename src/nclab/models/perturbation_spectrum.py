@@ -76,10 +76,10 @@ __all__ = [
     "response_operators",
 ]
 
-# Largest dn for which the complete spectrum of a class block is computed densely (dn products
-# and a dn x dn symmetric eigenproblem: 160 s at dn = 6400 on 2 cores, a few s at 2500); beyond
-# it only the extreme values (Lanczos).
-DENSE_BLOCK_LIMIT = 2500
+# Largest dn for which the complete spectrum of a class block is computed densely (dn block
+# products and a dn x dn symmetric eigenproblem: about 3 s + 20 s per operator at dn = 6400,
+# K = 10, d = 64, on 2 cores); beyond it only the extreme values (Lanczos).
+DENSE_BLOCK_LIMIT = 6400
 
 # ARPACK's relative residual tolerance. The smallest eigenvalue of F_kk sits at the edge of a
 # cluster of K(n - 1) nearly equal values near collapse; resolving it to 1e-13 takes ~6000
