@@ -251,8 +251,8 @@ REPRODUCTION = Reproduction(
     "(its points lie below and left of CE's) and generalizes better under label noise.",
     presets=("smoke", "cpu", "gpu"),
     runtime={
-        "smoke": "measured: about 30 s on 2 cores (4 trials)",
-        "cpu": "measured: see docs/reproductions.md (80 trials, 30 epochs each)",
+        "smoke": "measured: 72 s on 2 cores shared with other jobs (4 trials; mostly start-up)",
+        "cpu": "measured: 9.5 min on 2 cores shared with other jobs, load 6-9 (80 trials)",
         "gpu": "estimated: about 60 GPU-hours on one H100 (60 ResNet-18 runs × 200 epochs on CIFAR-10)",
     },
     run=_run,
