@@ -39,6 +39,9 @@ def test_spectrum_of_a_collapsed_h0_matches_the_closed_forms() -> None:
         assert spec[key] == pytest.approx(theory[key], abs=1e-9)
     assert exact["inter_max"] == pytest.approx(out["theory_complete"]["inter_max_exact"], abs=1e-9)
     assert out["warnings"] == [] and out["non_finite"] == []
+    quick = perturbation_to_dict([*BASE, "--beta", "5", "--spectrum", "--extremes-only"])
+    assert quick["spectrum"]["intra_values"] is None
+    assert quick["spectrum"]["intra_min"] == pytest.approx(theory["intra_min"], abs=1e-9)
 
 
 def test_noise_and_central_path() -> None:
