@@ -327,3 +327,18 @@ def test_a_spec_file_with_a_key_given_twice_is_refused_with_its_line(tmp_path: P
         ValueError, match=r"s.yaml:3:3: not UTF-8 text \(byte 0xff\); save the SPEC"
     ):
         load_spec(spec)
+
+
+def test_every_nclab_solve_model_can_be_a_sweep_base() -> None:
+    from nclab.models.cli import solve_models, solve_to_dict
+
+    assert set(solve_models()) >= {"ufm", "extended-ufm", "perturbation", "md"}
+    for model in solve_models():  # recognized: the model's own parser asks for its flags
+        with pytest.raises(ValueError, match=f"^set: solve:{model}: .*arguments are required"):
+            parse_spec({"base": f"solve:{model}", "grid": {"seed": [0, 1]}})
+    with pytest.raises(ValueError, match="^base: expected solve:<model> with a model in"):
+        parse_spec({"base": "solve:nope", "grid": {"seed": [0, 1]}})
+    out = solve_to_dict(["md", "--classes", "2", "--per-class", "5", "--noise", "0.2",
+                         "--expressivity", "0.5", "--loss", "ce", "--lambda-w", "0.01",
+                         "--lambda-h", "0.01"])  # fmt: skip
+    assert out["model"] == "md" and out["converged"] and out["non_finite"] == []

@@ -20,7 +20,7 @@ from nclab.models.theory import Prediction
 from nclab.models.ufm import UFM, UFMSolution
 from nclab.threads import set_threads
 
-__all__ = ["add_solve_parser", "solve_to_dict"]
+__all__ = ["add_solve_parser", "solve_models", "solve_to_dict"]
 
 EXIT_NOT_CONVERGED = 3
 
@@ -151,7 +151,7 @@ def add_solve_parser(sub: Any) -> None:
     ufm.add_argument("--lambda-w", type=float, required=True, help="weight penalty λ_W")
     ufm.add_argument("--lambda-h", type=float, required=True, help="feature penalty λ_H")
     _common(ufm)
-    ufm.set_defaults(func=_cmd_solve)
+    ufm.set_defaults(func=_cmd_solve, to_dict=_to_dict)
 
     ext = models.add_parser(
         "extended-ufm", help="the extended UFM W2 σ(W1 H1) of Tirer & Bruna (MSE)"
@@ -164,7 +164,7 @@ def add_solve_parser(sub: Any) -> None:
     )
     ext.add_argument("--lambda-h1", type=float, required=True, help="feature penalty λ_H1")
     _common(ext)
-    ext.set_defaults(func=_cmd_solve)
+    ext.set_defaults(func=_cmd_solve, to_dict=_to_dict)
     from nclab.models.perturbation_cli import add_perturbation_parser
 
     add_perturbation_parser(models)
@@ -364,6 +364,19 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     return _emit(args, *_build(args))
 
 
+def _to_dict(args: argparse.Namespace) -> dict[str, Any]:
+    return _json_object(_build(args)[0])
+
+
+def solve_models() -> tuple[str, ...]:
+    """The models ``nclab solve`` knows (each sub-command sets ``to_dict``, its JSON object)."""
+    sub = argparse.ArgumentParser(prog="nclab").add_subparsers(dest="command")
+    add_solve_parser(sub)
+    solve = sub.choices["solve"]
+    models = next(a for a in solve._actions if isinstance(a, argparse._SubParsersAction))
+    return tuple(models.choices)
+
+
 def solve_to_dict(argv: Sequence[str]) -> dict[str, Any]:
     """Solve the model that ``nclab solve ARGV...`` describes and return the object that
     ``nclab solve ARGV... --json`` prints (non-finite floats as None, their paths listed under
@@ -383,4 +396,5 @@ def solve_to_dict(argv: Sequence[str]) -> dict[str, Any]:
         raise ValueError(
             f"solve arguments {list(argv)}: {lines[-1] if lines else 'invalid'}"
         ) from None
-    return _json_object(_build(args)[0])
+    result: dict[str, Any] = args.to_dict(args)
+    return result

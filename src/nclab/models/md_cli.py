@@ -123,7 +123,7 @@ def add_md_parser(models: Any) -> None:
         help="iteration limit of each inner solve of --route features (20,000)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=_cmd_md)
+    p.set_defaults(func=_cmd_md, to_dict=_md_dict)
 
 
 def _with_flag(err: ValueError) -> ValueError:
@@ -212,6 +212,12 @@ def md_result(args: argparse.Namespace) -> dict[str, Any]:
         "theory": _fields(theory) if args.route == "features" else None,
         "metrics": sol.metrics().as_dict(),
     }
+
+
+def _md_dict(args: argparse.Namespace) -> dict[str, Any]:
+    from nclab.models.cli import _json_object
+
+    return _json_object(md_result(args))
 
 
 def _cmd_md(args: argparse.Namespace) -> int:

@@ -35,12 +35,18 @@ from typing import Any
 
 from nclab.yamlfile import load_yaml_file
 
-__all__ = ["SOLVE_MODELS", "SweepSpec", "Trial", "load_spec", "parse_spec", "trial_name"]
+__all__ = ["SweepSpec", "Trial", "load_spec", "parse_spec", "trial_name"]
 
-SOLVE_MODELS = ("ufm", "extended-ufm")
 SPEC_KEYS = ("base", "grid", "zip", "seeds", "set", "resources", "select")
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9._=+,-]")
 _READABLE_MAX = 80
+
+
+def _solve_models() -> tuple[str, ...]:
+    """The models of ``nclab solve`` (imported when needed: the models load torch)."""
+    from nclab.models.cli import solve_models
+
+    return solve_models()
 
 
 @dataclass(frozen=True)
@@ -315,7 +321,7 @@ class _TrainBuilder:
             if not path.is_file():
                 raise ValueError(
                     f"base: expected a preset ({', '.join(sorted(PRESETS))}), a config file or "
-                    f"solve:<model> ({', '.join(SOLVE_MODELS)}); {base!r} is none of these"
+                    f"solve:<model> ({', '.join(_solve_models())}); {base!r} is none of these"
                 )
             try:
                 self.base = TrainConfig.from_file(path)
@@ -347,9 +353,9 @@ class _TrainBuilder:
 class _SolveBuilder:
     def __init__(self, base: str) -> None:
         self.model = base.split(":", 1)[1]
-        if self.model not in SOLVE_MODELS:
+        if self.model not in _solve_models():
             raise ValueError(
-                f"base: expected solve:<model> with a model in {SOLVE_MODELS}, got {base!r}"
+                f"base: expected solve:<model> with a model in {_solve_models()}, got {base!r}"
             )
         self.parser = _solve_parser(self.model)
         self.actions = {
