@@ -299,8 +299,8 @@ REPRODUCTION = Reproduction(
     "the extended model's post-ReLU features H2 an orthogonal frame; above a threshold λ the minimizer is zero.",
     presets=("smoke", "cpu", "gpu"),
     runtime={
-        "smoke": "measured: about 50 s on 2 cores shared with other jobs (9 solves)",
-        "cpu": "measured: 19.7 min on 2 cores shared with other jobs, load 6-9 (66 solves)",
+        "smoke": "measured: 5 s in the tests, under 15 s through the CLI (worker start-up)",
+        "cpu": "measured: 2.0 min on 2 cores (load 2; 66 solves)",
         "gpu": "estimated: a few minutes on one GPU (225 solves; the solves are small)",
     },
     run=_run,
