@@ -189,3 +189,21 @@ def test_md_label_noise_and_pert_weight_decay_smoke(
     assert wd[("mse", "features ×0")] == (0.0, 5e-4)
     assert wd[("ce", "classifier ×2")] == (5e-4, 1e-3)
     assert wd[("ce", "baseline")] == (5e-4, 5e-4)
+
+
+def test_eufm_practical_smoke_measures_both_layers_per_epoch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inline_sweeps(monkeypatch)
+    out = tmp_path / "ep"
+    assert main(["reproduce", "eufm-practical", "--preset", "smoke", "--out", str(out)]) == 0
+    _check_outputs(out, "eufm_practical")
+    rows = _csv(out / "summary.csv")
+    assert {(r["loss"], r["layer"]) for r in rows} == {
+        (loss, layer) for loss in ("mse", "ce") for layer in ("body.6", "penultimate")
+    }
+    results = _csv(out / "sweep" / "results.csv")
+    assert {(r["loss.name"], float(r["lr"])) for r in results} == {("mse", 0.01), ("ce", 0.05)}
+    assert {int(r["epoch"]) for r in results} == {1, 2}  # every epoch measured
+    manifest = json.loads((out / "reproduction.json").read_text())
+    assert "needs a model.bias switch in nclab.train" in manifest["notes"][0]
