@@ -98,6 +98,7 @@ SPEC: dict[str, Rule] = {
     "model.name": choice(*NETWORKS),
     "model.widths": widths,
     "model.batchnorm": boolean,
+    "model.bias": boolean,
     "model.width": number(lambda x: x > 0),
     "loss.name": choice(*LOSSES),
     "loss.smoothing": number(lambda x: x == 0),

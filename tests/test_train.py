@@ -420,3 +420,17 @@ def test_learning_rate_schedules() -> None:
     cfg = smoke("optim.schedule=cosine", "optim.epochs=4")
     expected = [0.5 * (1 + math.cos(math.pi * e / 4)) for e in range(5)]  # 1, .85, .5, .15, 0
     assert [lr_factor(cfg, e) for e in range(5)] == pytest.approx(expected, abs=1e-15)
+
+
+def test_a_classifier_without_bias(tmp_path: Path) -> None:
+    """model.bias=false: W h without b (Tirer & Bruna's MSE setting); the weights start as with
+    a bias, the metrics see no bias (‖Wμ_G‖ is the bias relation), and the key at its default
+    leaves existing runs' fingerprints alone."""
+    base = ("optim.epochs=1", "loss.name=mse")
+    with_bias = train(smoke(*base), tmp_path / "b")
+    without = train(smoke(*base, "model.bias=false"), tmp_path / "nb")
+    assert without.model.fc.bias is None and with_bias.model.fc.bias is not None
+    assert smoke(*base, "model.bias=true").fingerprint() == smoke(*base).fingerprint()
+    assert smoke(*base, "model.bias=false").fingerprint() != smoke(*base).fingerprint()
+    row = without.rows[-1]
+    assert row["bias_relation"] > 0 and row["nc1"] > 0

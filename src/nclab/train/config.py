@@ -51,6 +51,7 @@ _CADENCE = ("progress", "checkpoint_every", "checkpoint_seconds", "threads")
 # Keys added after runs had been written: at its default, each describes what those runs did, so
 # it is left out of the fingerprint there and a run written before it existed still resumes.
 _ADDED_KEYS = {
+    "model": ("bias",),
     "noise": ("convention",),
     "track": ("global_mean", "within_class", "center_weights", "rank_rtol", "drop_empty_classes"),
 }
@@ -94,12 +95,14 @@ class NoiseConfig:
 @dataclass
 class ModelConfig:
     """name: ``mlp`` | ``cnn`` | ``resnet18`` | ``vgg11``; widths: MLP hidden widths (the last is
-    the penultimate width) or CNN channel widths; width: ResNet / VGG width multiplier."""
+    the penultimate width) or CNN channel widths; width: ResNet / VGG width multiplier; bias:
+    the classifier's bias (false: Wh without b, as in Tirer & Bruna's MSE experiments)."""
 
     name: str = "mlp"
     widths: list[int] = field(default_factory=lambda: [512, 512, 512])
     batchnorm: bool = True
     width: float = 1.0
+    bias: bool = True
 
 
 @dataclass

@@ -144,21 +144,29 @@ def build_network(
     widths: Sequence[int] = (512, 512, 512),
     batchnorm: bool = True,
     width: float = 1.0,
+    bias: bool = True,
 ) -> nn.Module:
     """Build ``name`` (:data:`NETWORKS`) for inputs of ``input_shape`` (C, H, W).
 
     ``widths``: hidden widths of the MLP (the last one is the penultimate width) or the channel
-    widths of the CNN blocks; ``width``: ResNet / VGG width multiplier.
+    widths of the CNN blocks; ``width``: ResNet / VGG width multiplier; ``bias``: whether the
+    classifier ``fc`` has a bias (Tirer & Bruna's MSE experiments train without one; the weights
+    are initialized the same either way).
     """
     if name not in NETWORKS:
         raise ValueError(f"model.name: expected one of {NETWORKS}, got {name!r}")
     c, h, w = input_shape
+    net: nn.Module
     if name == "mlp":
         if not widths:
             raise ValueError("model.widths: the MLP needs at least one hidden layer")
-        return _MLP(c * h * w, list(widths), num_classes, batchnorm)
-    if name == "cnn":
-        return _CNN(c, list(widths), num_classes)
-    if name == "vgg11":
-        return _VGG11(c, min(h, w), num_classes, width)
-    return _ResNet18(c, num_classes, width)
+        net = _MLP(c * h * w, list(widths), num_classes, batchnorm)
+    elif name == "cnn":
+        net = _CNN(c, list(widths), num_classes)
+    elif name == "vgg11":
+        net = _VGG11(c, min(h, w), num_classes, width)
+    else:
+        net = _ResNet18(c, num_classes, width)
+    if not bias:
+        net.fc.register_parameter("bias", None)
+    return net

@@ -251,6 +251,7 @@ def set_up(
             widths=cfg.model.widths,
             batchnorm=cfg.model.batchnorm,
             width=cfg.model.width,
+            bias=cfg.model.bias,
         )
     elif not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
