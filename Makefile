@@ -30,4 +30,4 @@ test: lint
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 
 clean:
-	rm -rf $(VENV) nclab-demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) nclab-demo runs/demo .pytest_cache .mypy_cache .ruff_cache
