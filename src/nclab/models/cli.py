@@ -23,6 +23,8 @@ from nclab.threads import set_threads
 __all__ = ["add_solve_parser", "solve_models", "solve_to_dict"]
 
 EXIT_NOT_CONVERGED = 3
+# A solution more than this (relative) above the theorem's optimum is reported as such.
+GAP_RTOL = 1e-8
 
 
 def _finite(value: Any, where: str = "", found: list[str] | None = None) -> Any:
@@ -66,7 +68,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "(Tirer & Bruna 2022 / Tirer et al. 2023)",
     )
     parser.add_argument("--method", choices=METHODS, default="lbfgs", help="solver (default lbfgs)")
-    parser.add_argument("--restarts", type=int, default=1, help="random restarts, best kept")
+    parser.add_argument(
+        "--restarts",
+        type=int,
+        default=None,
+        help="random starts, the lowest objective kept (default 1; 4 with --nonneg, whose "
+        "problem has local minima)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--tol", type=float, default=1e-8, help="gradient-norm tolerance (1e-8)")
@@ -222,6 +230,11 @@ def _emit(
             print(f"theory: none ({note})")
         else:
             print(f"theory: objective {pred.objective:.12g}, geometry {pred.geometry}")
+            if result["objective_gap"] > GAP_RTOL * max(1.0, abs(pred.objective)):
+                print(
+                    f"  the solution lies {result['objective_gap']:.3g} above the theorem's "
+                    "optimum: a local minimum (try more --restarts) or not converged"
+                )
         theory = result["theory"] or {}
         for key, value in result["solution"].items():
             predicted = theory.get(key)
@@ -247,6 +260,12 @@ def _metric_fields(sol: UFMSolution | ExtendedSolution, metrics: Any) -> dict[st
             f"{sol.largest_logit:.1e}): its class means coincide, so NC metrics are undefined"
         )
     return {"metrics": metrics, "metrics_note": note}
+
+
+def _gap(sol: UFMSolution | ExtendedSolution, pred: Prediction | None) -> dict[str, Any]:
+    """``objective_gap``: the solution's objective minus the theorem's optimum (None without a
+    theorem); above GAP_RTOL (relative) the solver stopped at a local minimum or short of it."""
+    return {"objective_gap": None if pred is None else sol.objective - pred.objective}
 
 
 def _run_fields(sol: UFMSolution | ExtendedSolution) -> dict[str, Any]:
@@ -296,6 +315,7 @@ def _ufm_result(
         "loss": model.loss.describe(),
         "convention": model.convention,
         **_run_fields(sol),
+        **_gap(sol, pred),
         "theory": theory,
         "theory_note": note,
         "solution": sol.summary(),
@@ -332,6 +352,7 @@ def _extended_result(
         "depth": model.depth,
         "convention": model.convention,
         **_run_fields(sol),
+        **_gap(sol, pred),
         "theory": theory,
         "theory_note": note,
         "solution": sol.summary(),

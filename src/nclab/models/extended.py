@@ -284,7 +284,7 @@ class ExtendedUFM:
         self,
         *,
         method: str = "lbfgs",
-        restarts: int = 1,
+        restarts: int | None = None,
         seed: int = 0,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float64,
@@ -313,6 +313,7 @@ class ExtendedUFM:
         penalty is quadratic there while the loss changes only at order m), and beyond the
         threshold the global one.
         """
+        restarts = 1 if restarts is None else restarts
         _check_size("restarts", restarts, 1)
         check_start(seed, init_scale)
         device = check_device(device)

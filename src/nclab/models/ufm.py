@@ -27,12 +27,23 @@ from nclab.models import theory
 from nclab.models.conventions import check_penalty, to_standard_feature, to_standard_weight
 from nclab.models.solvers import check_solver_options, multistart
 
-__all__ = ["UFM", "ZERO_LOGITS", "UFMSolution", "check_start", "class_labels", "zero_metrics_error"]
+__all__ = [
+    "NONNEG_RESTARTS",
+    "UFM",
+    "ZERO_LOGITS",
+    "UFMSolution",
+    "check_start",
+    "class_labels",
+    "zero_metrics_error",
+]
 
 # A solution whose logits W H (bias excluded) are all below this, relative to the loss's target
 # scale, is the zero solution W = H = 0 reached to the solver's tolerance: its class means
 # coincide up to rounding, and NC metrics of it would measure the rounding, not a geometry.
 ZERO_LOGITS = 1e-6
+
+# Default random starts of the non-negative UFM (see UFM.solve).
+NONNEG_RESTARTS = 4
 
 
 def zero_metrics_error(largest_logit: float) -> ValueError:
@@ -259,7 +270,7 @@ class UFM:
         self,
         *,
         method: str = "lbfgs",
-        restarts: int = 1,
+        restarts: int | None = None,
         seed: int = 0,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float64,
@@ -277,7 +288,12 @@ class UFM:
         step). ``lr`` / ``momentum`` are ``method="gd"``'s (default 0.1, 0). ``record_every`` > 0
         records (iteration, objective, nc1, nc2_etf_means, nc3_duality) along the kept path.
         ``progress`` is called with a status line every few seconds of a long solve.
+        ``restarts`` defaults to 1, and to :data:`NONNEG_RESTARTS` with ``nonneg``: the
+        non-negative problem has local minima that one start reaches (measured: 3 of 36 seeded
+        single starts over K = 3..5, d = K..2K stopped above the theorem's optimum).
         """
+        if restarts is None:
+            restarts = NONNEG_RESTARTS if self.nonneg else 1
         _check_size("restarts", restarts, 1)
         check_start(seed, init_scale)
         device = check_device(device)
