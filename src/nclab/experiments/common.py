@@ -97,26 +97,21 @@ def group_mean_std(
 
 
 def new_figure(ncols: int, *, width: float = 4.6, height: float = 3.8) -> tuple[Figure, list[Axes]]:
-    """A figure of ``ncols`` panels side by side (Agg backend: no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False)
-    return fig, list(axes[0])
+    """A figure of ``ncols`` panels side by side."""
+    fig, grid = new_grid(1, ncols, width=width, height=height)
+    return fig, grid[0]
 
 
 def new_grid(
     nrows: int, ncols: int, *, width: float = 4.6, height: float = 3.6
 ) -> tuple[Figure, list[list[Axes]]]:
-    """A figure of ``nrows`` × ``ncols`` panels, ``grid[row][col]``."""
-    import matplotlib
+    """A figure of ``nrows`` × ``ncols`` panels, ``grid[row][col]``: a matplotlib ``Figure``
+    not registered with pyplot (no backend switch and no global figure registry for a notebook
+    caller; nothing to close)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+    fig = Figure(figsize=(width * ncols, height * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     return fig, [list(row) for row in axes]
 
 
@@ -160,13 +155,11 @@ def band(
 
 def save_figure(fig: Figure, figures_dir: Path, stem: str) -> Path:
     """Write ``stem.png`` and ``stem.pdf`` atomically under ``figures_dir``; returns the PNG."""
-    import matplotlib.pyplot as plt
-
+    figures_dir.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     png = figures_dir / f"{stem}.png"
     atomic_write(png, lambda handle: fig.savefig(handle, format="png", dpi=110))
     atomic_write(figures_dir / f"{stem}.pdf", lambda handle: fig.savefig(handle, format="pdf"))
-    plt.close(fig)
     return png
 
 

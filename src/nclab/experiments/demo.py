@@ -116,13 +116,11 @@ def ufm_rows() -> list[dict[str, Any]]:
 def _plot(
     rows: list[dict[str, Any]], num_classes: int, dim: int, radius: float, path: Path
 ) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     sig = np.array([r["sigma"] for r in rows])
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig = Figure(figsize=(5.5, 4))
+    ax = fig.subplots()
     ratio = r"tr $\Sigma_W$ / tr $\Sigma_B$"
     ax.loglog(sig, [r["metrics"]["nc1"] for r in rows], "o", label="NC1 measured")
     ax.loglog(
@@ -142,7 +140,6 @@ def _plot(
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=120))
-    plt.close(fig)
 
 
 def print_synthetic(results: dict[str, Any], out: Path) -> None:

@@ -15,6 +15,15 @@ clean samples, and the test accuracy on the clean test labels.
 
 MD's claims: dilation grows with memorization; label smoothing's points lie below and left of
 CE's (it memorizes less and dilates less) and its test accuracy under noise is higher.
+
+The memorization–dilation model (:mod:`nclab.experiments.md_model`,
+:func:`~nclab.experiments.md_model.label_noise_predictions`) joins the dilation-vs-memorization
+panels: per K and loss, its inverse expressivity λ̂ = D / M is fitted on the measured point at
+noise rate η = 0.2 (the mean over seeds of the scale-free memorization M and dilation D), and
+the model (K classes, the trained set's n per class, the measured fraction of wrong labels)
+predicts (M, D) at the other noise rates; the mean absolute errors
+(1/|P|) Σ_{η ∈ P} |M̂_η − M_η| and likewise for D, over the points P not fitted on, go to the
+notes.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from nclab.experiments.common import (
     save_figure,
     write_csv,
 )
+from nclab.experiments.md_model import draw_model_curves, label_noise_predictions
 from nclab.experiments.registry import Reproduction, ReproductionResult, RunOptions
 
 __all__ = ["REPRODUCTION", "final_rows"]
@@ -43,7 +53,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {
         "base": "smoke",
         "classes": [4],
-        "noise": [0.0, 0.4],
+        "noise": [0.0, 0.2, 0.4],
         "losses": ["ce", "ls 0.1"],
         "seeds": [0],
         "set": {"optim.epochs": 3, "data.per_class": 20, "data.test_per_class": 10},
@@ -74,6 +84,12 @@ _PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 _COLORS = {"ce": "tab:blue", "ls 0.05": "tab:olive", "ls 0.1": "tab:orange", "ls 0.2": "tab:red"}
+# The noise rate the M-D model's λ̂ is fitted on: the middle of the range, the demo's rate.
+_FIT_NOISE = 0.2
+# The M-D model's samples per class where a preset does not set data.per_class (the gpu preset's
+# 5,000 CIFAR-10 images per class would make each reduced solve far slower, for a noise rate
+# rounded to 1/n either way).
+_MODEL_PER_CLASS = 100
 
 
 def _spec(preset: str, options: RunOptions) -> dict[str, Any]:
@@ -145,6 +161,9 @@ def _run(out: Path, preset: str, options: RunOptions) -> ReproductionResult:
                         "dilation_mean_scaled_mean": dil[0],
                         "clean_nc1_mean": mean_std(row.get("clean_nc1") for row in at)[0],
                         "acc_observed_mean": mean_std(row.get("acc_observed") for row in at)[0],
+                        "noise_rate_measured_mean": mean_std(
+                            row.get("noise_rate") for row in at
+                        )[0],
                     }
                 )
                 if eta > 0 and math.isfinite(mem[0]):
@@ -174,6 +193,7 @@ def _run(out: Path, preset: str, options: RunOptions) -> ReproductionResult:
             xs, mean, std = group_mean_std(pts, "noise.rate", "clean_nc1")
             nc1.set_yscale("log")
             band(nc1, xs, mean, std, label=label, color=color)
+        _model_curves(scatter, summary, k, preset)
         scatter.set(
             xlabel="memorization (scale-free)",
             ylabel="dilation (scale-free)",
@@ -194,15 +214,16 @@ def _run(out: Path, preset: str, options: RunOptions) -> ReproductionResult:
             ax.legend(fontsize=7)
     png = save_figure(fig, out / "figures", "md_label_noise")
     table = write_csv(out / "summary.csv", summary)
-    notes = _verdicts(summary, preset)
+    notes = _verdicts(summary, preset) + _model_notes(summary)
     caption = (
         "Left: dilation against memorization (both divided by the mean distance between clean "
         "class means; mean ± std over seeds; larger markers for larger noise rates); MD "
         "predicts label smoothing's points below and left of CE's. Middle: test accuracy on "
         "the clean test labels against the noise rate (mean ± std band). Right: NC1 of the "
         "clean training samples against the noise rate (log scale). MLP with non-negative "
-        "penultimate features, Fashion-MNIST, last epoch, penultimate layer. The "
-        "memorization–dilation model's curves are drawn by `nclab reproduce md-model`."
+        "penultimate features, Fashion-MNIST, last epoch, penultimate layer. Dashed: the "
+        f"memorization–dilation model's (M, D) per loss across the noise rates, its λ̂ = D / M "
+        f"fitted on the ringed point (η = {_FIT_NOISE:g})."
     )
     return ReproductionResult(
         figures=[(png, caption)],
@@ -211,6 +232,88 @@ def _run(out: Path, preset: str, options: RunOptions) -> ReproductionResult:
         summary=table,
         spec={"sweep": spec},
     )
+
+
+def _model_curves(ax: Any, summary: list[dict[str, Any]], k: int, preset: str) -> None:
+    """Fit the M-D model on K = ``k``'s points at η = 0.2 per loss, draw its curves on ``ax``
+    and write its prediction into ``summary``'s rows (``model_*`` columns)."""
+    noisy = [
+        r
+        for r in summary
+        if r["classes"] == k
+        and r["noise_rate"] > 0
+        and math.isfinite(r["memorization_scaled_mean"])
+        and math.isfinite(r["dilation_mean_scaled_mean"])
+    ]
+    fit = [r for r in noisy if r["noise_rate"] == _FIT_NOISE]
+    if not fit:
+        return
+    per_class = int(_PRESETS[preset]["set"].get("data.per_class", _MODEL_PER_CLASS))
+    colors: dict[str, str] = {}
+    for loss in {r["loss"] for r in noisy}:
+        alpha = _LOSSES[loss]
+        colors["ce" if loss == "ce" else f"ls α={alpha:g}"] = _COLORS[loss]
+    # One loss at a time: each fits on its own η = 0.2 point, whose measured rate of wrong labels
+    # differs a little from loss to loss only through the seeds' noise draws.
+    rows: list[dict[str, Any]] = []
+    for loss in sorted({r["loss"] for r in noisy}):
+        pts = [r for r in noisy if r["loss"] == loss]
+        target = next((r for r in pts if r["noise_rate"] == _FIT_NOISE), None)
+        if target is None:
+            continue
+        got, _ = label_noise_predictions(
+            [
+                {
+                    "loss": "ce" if loss == "ce" else "ls",
+                    "smoothing": _LOSSES[loss],
+                    "noise_rate": r["noise_rate_measured_mean"],
+                    "memorization_scaled": r["memorization_scaled_mean"],
+                    "dilation_mean_scaled": r["dilation_mean_scaled_mean"],
+                    "summary_row": r,
+                }
+                for r in pts
+            ],
+            target["noise_rate_measured_mean"],
+            num_classes=k,
+            per_class=per_class,
+        )
+        rows.extend(got)
+    draw_model_curves(ax, rows, colors)
+    for row in rows:
+        row["summary_row"].update(
+            {
+                "model_lambda": row["expressivity"],
+                "model_fitted": row["fitted"],
+                "model_memorization_scaled": row["predicted_memorization_scaled"],
+                "model_dilation_scaled": row["predicted_dilation_scaled"],
+                "model_memorization_error": row["memorization_error"],
+                "model_dilation_error": row["dilation_error"],
+            }
+        )
+
+
+def _model_notes(summary: list[dict[str, Any]]) -> list[str]:
+    notes = []
+    for k in sorted({row["classes"] for row in summary}):
+        parts = []
+        for loss in sorted({r["loss"] for r in summary if r["classes"] == k}):
+            rows = [r for r in summary if r["classes"] == k and r["loss"] == loss]
+            fitted = [r for r in rows if r.get("model_fitted") is True]
+            if not fitted:
+                continue
+            test = [r for r in rows if r.get("model_fitted") is False]
+            if test:
+                mem = sum(r["model_memorization_error"] for r in test) / len(test)
+                dil = sum(r["model_dilation_error"] for r in test) / len(test)
+                err = f"mean |error| over {len(test)} other noise rate(s): M {mem:.3g}, D {dil:.3g}"
+            else:
+                err = "no other noise rate to predict"
+            parts.append(f"{loss.upper()} λ̂ = {fitted[0]['model_lambda']:.3g} ({err})")
+        if parts:
+            notes.append(
+                f"K = {k}, the M-D model fitted at η = {_FIT_NOISE:g}: " + "; ".join(parts) + "."
+            )
+    return notes
 
 
 def _verdicts(summary: list[dict[str, Any]], preset: str) -> list[str]:

@@ -139,7 +139,7 @@ def run(out: Path, preset: str, options: RunOptions) -> ReproductionResult:
     )
     for ax in axes[0]:
         legend_below(ax, ncol=1)
-    png = save_figure(fig, out, "pert_central_path")
+    png = save_figure(fig, out / "figures", "pert_central_path")
     notes = [
         f"Monotonicity violations of Theorem 3.1's three quantities on the recorded grid: {violations} "
         "(integration: DOP853, relative tolerance 1e-10, class means and within-class deviations as "

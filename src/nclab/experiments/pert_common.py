@@ -1,5 +1,5 @@
-"""What the perturbation-model reproductions (``pert_*``) share: the preset check, CSV tables and
-figures written atomically (PNG + PDF)."""
+"""What the perturbation-model reproductions (``pert_*``) share: the paper, CSV tables of rows,
+a panel grid, legends below a panel (the preset check and the figure writer are common.py's)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nclab.errors import InputError
-from nclab.io import atomic_write, atomic_write_text
+from nclab.experiments.common import check_preset, new_grid, save_figure
+from nclab.io import atomic_write_text
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -18,14 +18,10 @@ if TYPE_CHECKING:
 
 __all__ = ["PAPER", "check_preset", "figure", "save_figure", "write_csv"]
 
+# One preset check and one figure writer for every reproduction (common.py); re-exported here
+# for the pert_* modules.
+
 PAPER = "PERT: Tirer, Huang & Niles-Weed, ICML 2023"
-
-
-def check_preset(name: str, preset: str, presets: Iterable[str]) -> None:
-    """InputError naming --preset when ``preset`` is not one of ``presets``."""
-    valid = list(presets)
-    if preset not in valid:
-        raise InputError(f"--preset: {name} has presets {valid}, not {preset!r}")
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
@@ -42,27 +38,11 @@ def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) 
 def figure(
     nrows: int, ncols: int, *, width: float = 4.4, height: float = 3.6
 ) -> tuple[Figure, Any]:
-    """A grid of panels (Agg backend: no display needed); the axes as a 2-d array."""
-    import matplotlib
+    """A grid of panels (a Figure not registered with pyplot); the axes as a 2-d array."""
+    import numpy as np
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
-    return fig, axes
-
-
-def save_figure(fig: Figure, directory: Path, stem: str) -> Path:
-    """Write ``stem.png`` and ``stem.pdf`` atomically under ``directory``; returns the PNG."""
-    import matplotlib.pyplot as plt
-
-    directory.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    png = directory / f"{stem}.png"
-    atomic_write(png, lambda handle: fig.savefig(handle, format="png", dpi=110))
-    atomic_write(directory / f"{stem}.pdf", lambda handle: fig.savefig(handle, format="pdf"))
-    plt.close(fig)
-    return png
+    fig, grid = new_grid(nrows, ncols, width=width, height=height)
+    return fig, np.array(grid, dtype=object)
 
 
 def legend_below(ax: Axes, ncol: int = 2) -> None:

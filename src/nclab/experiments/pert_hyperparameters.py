@@ -223,7 +223,7 @@ def run(out: Path, preset: str, options: RunOptions) -> ReproductionResult:
     ax.set_ylabel("σ_max of an inter-class block")
     ax.set_title(f"cross-talk between classes (β = {base['beta']:g})", fontsize=8)
     legend_below(ax, ncol=1)
-    png = save_figure(fig, out, "pert_hyperparameters")
+    png = save_figure(fig, out / "figures", "pert_hyperparameters")
     ratio_err = max(abs(r[5] / r[-2] - 1) for r in rows if r[-2] > 0)
     notes = [
         f"The measured attenuation tr Σ_W(H)/tr Σ_W(H0) is within {100 * ratio_err:.2f}% of the "

@@ -173,7 +173,7 @@ def run(out: Path, preset: str, options: RunOptions) -> ReproductionResult:
     ax.set_ylabel("½‖f(x) − e_y‖², mean")
     ax.set_title("training loss of each step", fontsize=8)
     legend_below(ax, ncol=1)
-    png = save_figure(fig, out, "pert_layerwise")
+    png = save_figure(fig, out / "figures", "pert_layerwise")
     ratios = [m["trace_ratio"] for m in measured]
     drops = sum(1 for a, b in itertools.pairwise(ratios) if b < a)
     notes = [

@@ -135,7 +135,7 @@ def run(out: Path, preset: str, options: RunOptions) -> ReproductionResult:
         ax.set_xlabel("index i (singular values sorted descending)")
         ax.set_ylabel("σ_i")
         legend_below(ax, ncol=2)
-    png = save_figure(fig, out, "pert_spectrum")
+    png = save_figure(fig, out / "figures", "pert_spectrum")
     notes = [
         f"Largest difference between the computed singular values and the closed forms: {worst:.1e}.",
         "Step-wise curves as in the paper's Figure 1: the steps are the five eigen-directions of a "
