@@ -163,14 +163,45 @@ def test_eufm_mse_geometry_smoke_matches_the_closed_forms(
 def test_md_label_noise_and_pert_weight_decay_smoke(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import nclab.experiments.md_label_noise as md_label_noise
+
     inline_sweeps(monkeypatch)
+    figures: list[Any] = []
+    save = md_label_noise.save_figure
+
+    def keep(fig: Any, *args: Any, **kwargs: Any) -> Path:
+        figures.append(fig)
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(md_label_noise, "save_figure", keep)
     md = tmp_path / "md"
     assert main(["reproduce", "md-label-noise", "--preset", "smoke", "--out", str(md)]) == 0
     _check_outputs(md, "md_label_noise")
     rows = _csv(md / "summary.csv")
     assert {(r["loss"], float(r["noise_rate"])) for r in rows} == {
-        (loss, eta) for loss in ("ce", "ls 0.1") for eta in (0.0, 0.4)
+        (loss, eta) for loss in ("ce", "ls 0.1") for eta in (0.0, 0.2, 0.4)
     }
+    # The M-D model: λ̂ = D / M of the η = 0.2 run's final row (one seed), its curve drawn on the
+    # dilation-vs-memorization panel with that λ̂ in its label, and η = 0.4 predicted.
+    final = {
+        (r["loss.name"], float(r["noise.rate"])): r
+        for r in _csv(md / "sweep" / "results.csv")
+        if r["split"] == "train" and int(r["epoch"]) == 3
+    }
+    labels = [line.get_label() for line in figures[0].axes[0].get_lines()]
+    for loss, name, key in (("ce", "ce", "ce"), ("ls 0.1", "ls", "ls α=0.1")):
+        at = {float(r["noise_rate"]): r for r in rows if r["loss"] == loss}
+        fit = final[(name, 0.2)]
+        lam = float(fit["dilation_mean_scaled"]) / float(fit["memorization_scaled"])
+        assert float(at[0.2]["model_lambda"]) == pytest.approx(lam, rel=1e-9)
+        assert at[0.2]["model_fitted"] == "True" and at[0.4]["model_fitted"] == "False"
+        assert f"M-D model, {key} (λ̂ = {lam:.2f})" in labels
+        predicted = float(at[0.4]["model_memorization_scaled"])
+        assert float(at[0.4]["model_memorization_error"]) == pytest.approx(
+            abs(predicted - float(at[0.4]["memorization_scaled_mean"])), rel=1e-9
+        )
+    notes = json.loads((md / "reproduction.json").read_text())["notes"]
+    assert any(n.startswith("K = 4, the M-D model fitted at η = 0.2: CE λ̂ = ") for n in notes)
     for r in rows:
         assert 0.0 <= float(r["test_acc_mean"]) <= 1.0 and float(r["clean_nc1_mean"]) > 0
         if float(r["noise_rate"]) > 0:
@@ -191,19 +222,40 @@ def test_md_label_noise_and_pert_weight_decay_smoke(
     assert wd[("ce", "baseline")] == (5e-4, 5e-4)
 
 
-def test_eufm_practical_smoke_measures_both_layers_per_epoch(
+def test_eufm_practical_smoke_runs_the_no_bias_arm_and_measures_both_layers_per_epoch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import torch
+    import yaml
+
     inline_sweeps(monkeypatch)
     out = tmp_path / "ep"
     assert main(["reproduce", "eufm-practical", "--preset", "smoke", "--out", str(out)]) == 0
     _check_outputs(out, "eufm_practical")
     rows = _csv(out / "summary.csv")
-    assert {(r["loss"], r["layer"]) for r in rows} == {
-        (loss, layer) for loss in ("mse", "ce") for layer in ("body.6", "penultimate")
+    assert {(r["arm"], r["layer"]) for r in rows} == {
+        (arm, layer)
+        for arm in ("mse, no bias", "mse, bias", "ce, bias")
+        for layer in ("body.6", "penultimate")
     }
     results = _csv(out / "sweep" / "results.csv")
-    assert {(r["loss.name"], float(r["lr"])) for r in results} == {("mse", 0.01), ("ce", 0.05)}
+    assert {(r["loss.name"], r["model.bias"], float(r["lr"])) for r in results} == {
+        ("mse", "false", 0.01),
+        ("mse", "true", 0.01),
+        ("ce", "true", 0.05),
+    }
     assert {int(r["epoch"]) for r in results} == {1, 2}  # every epoch measured
+    # The trainer's runs themselves: the config each trial ran and the classifier it saved.
+    seen = set()
+    for trial in (out / "sweep" / "trials").iterdir():
+        config = yaml.safe_load((trial / "config.yaml").read_text())
+        keys = set(torch.load(trial / "model.pt", map_location="cpu", weights_only=True))
+        bias = config["model"]["bias"]
+        assert ("fc.bias" in keys) is bias and "fc.weight" in keys
+        seen.add((config["loss"]["name"], bias))
+    assert seen == {("mse", False), ("mse", True), ("ce", True)}
     manifest = json.loads((out / "reproduction.json").read_text())
-    assert "needs a model.bias switch in nclab.train" in manifest["notes"][0]
+    assert manifest["notes"][0].startswith("H2, first → last epoch: MSE, NO BIAS:")
+    # Two epochs on 40 images cannot reach the terminal phase: the note says the prediction
+    # does not show rather than claiming it.
+    assert "does not show at this preset's scale (smoke)" in manifest["notes"][1]

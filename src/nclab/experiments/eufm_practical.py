@@ -249,8 +249,8 @@ REPRODUCTION = Reproduction(
     "the centred means approach a simplex ETF and the uncentred ones are not orthogonal.",
     presets=("smoke", "cpu"),
     runtime={
-        "smoke": "measured: 7 s through the CLI",
-        "cpu": "measured: 41 s on 2 cores (load 2; 4 trials, 60 epochs)",
+        "smoke": "measured: 11 s through the CLI",
+        "cpu": "measured: 1.9 min on 2 cores (load 2; 6 trials, 60 epochs)",
     },
     run=_run,
 )

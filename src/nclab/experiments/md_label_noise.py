@@ -161,9 +161,7 @@ def _run(out: Path, preset: str, options: RunOptions) -> ReproductionResult:
                         "dilation_mean_scaled_mean": dil[0],
                         "clean_nc1_mean": mean_std(row.get("clean_nc1") for row in at)[0],
                         "acc_observed_mean": mean_std(row.get("acc_observed") for row in at)[0],
-                        "noise_rate_measured_mean": mean_std(
-                            row.get("noise_rate") for row in at
-                        )[0],
+                        "noise_rate_measured_mean": mean_std(r.get("noise_rate") for r in at)[0],
                     }
                 )
                 if eta > 0 and math.isfinite(mem[0]):
