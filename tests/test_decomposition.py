@@ -53,5 +53,5 @@ def test_decomposition_arguments_are_checked() -> None:
     feats, labels = np.eye(4), np.array([0, 1, 0, 1])
     with pytest.raises(ValueError, match="weight_decay/lam: give exactly one"):
         mse_decomposition(feats, labels, np.ones((2, 4)))
-    with pytest.raises(ValueError, match="lam: expected a finite number >= 0, got -1.0"):
+    with pytest.raises(ValueError, match=r"lam: expected a finite number >= 0, got -1\.0"):
         mse_decomposition(feats, labels, np.ones((2, 4)), lam=-1.0)

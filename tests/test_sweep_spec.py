@@ -336,7 +336,7 @@ def test_every_nclab_solve_model_can_be_a_sweep_base() -> None:
     for model in solve_models():  # recognized: the model's own parser asks for its flags
         with pytest.raises(ValueError, match=f"^set: solve:{model}: .*arguments are required"):
             parse_spec({"base": f"solve:{model}", "grid": {"seed": [0, 1]}})
-    with pytest.raises(ValueError, match="^base: expected solve:<model> with a model in"):
+    with pytest.raises(ValueError, match=r"^base: expected solve:<model> with a model in"):
         parse_spec({"base": "solve:nope", "grid": {"seed": [0, 1]}})
     out = solve_to_dict(["md", "--classes", "2", "--per-class", "5", "--noise", "0.2",
                          "--expressivity", "0.5", "--loss", "ce", "--lambda-w", "0.01",

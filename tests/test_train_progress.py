@@ -16,6 +16,9 @@ from nclab.train.config import apply_overrides
 from nclab.train.presets import preset
 from nclab.train.trainer import train
 
+# What the smoke preset's run prints first: the label noise it drew (seed 0).
+NOISE_LINE = "nclab train: label noise: 30 of 160 training labels changed (measured flip rate 0.1875; noise.rate=0.2 with noise.convention=redraw expects 0.1500)"
+
 
 def test_without_a_terminal_each_evaluated_epoch_prints_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -31,7 +34,8 @@ def test_without_a_terminal_each_evaluated_epoch_prints_one_line(
         ],
     )
     rows = train(cfg, tmp_path / "run").rows
-    lines = capsys.readouterr().err.splitlines()  # captured: stderr is no terminal here
+    noise, *lines = capsys.readouterr().err.splitlines()  # stderr is no terminal here
+    assert noise == (NOISE_LINE)  # the smoke preset's 20 % label noise, as drawn
     assert len(lines) == 2
     for line, epoch in zip(lines, (2, 4), strict=True):
         body, pen = (r for r in rows if r["epoch"] == epoch)
@@ -122,7 +126,8 @@ def test_an_epoch_without_evaluation_prints_its_loss_after_a_quiet_spell(
         preset("smoke"), ["optim.epochs=3", "track.eval_every=2", "run.threads=1"]
     )
     rows = train(cfg, tmp_path / "run").rows
-    lines = capsys.readouterr().err.splitlines()
+    noise, *lines = capsys.readouterr().err.splitlines()
+    assert noise == NOISE_LINE
     assert [line.split("  ")[0] for line in lines] == [
         "nclab train: epoch 1/3",
         "nclab train: epoch 2/3",
@@ -167,6 +172,21 @@ def test_an_empty_class_in_a_run_is_advised_in_config_keys() -> None:
             raise ValueError(
                 "labels: class(es) [2] of 0..2 have no samples; pass drop_empty_classes=True to measure the remaining classes, or set num_classes"
             )
-    with pytest.raises(ValueError, match="^features: contain NaN"):  # other errors unchanged
+    with pytest.raises(ValueError, match=r"^features: contain NaN"):  # other errors unchanged
         with _as_config_keys("penultimate"):
             raise ValueError("features: contain NaN or Inf values")
+
+
+def test_a_noisy_run_says_how_many_labels_it_changed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = apply_overrides(
+        preset("smoke"),
+        ["optim.epochs=1", "noise.rate=0.2", "noise.convention=flip", "run.threads=1"],
+    )
+    train(cfg, tmp_path / "run")
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first == (
+        "nclab train: label noise: 32 of 160 training labels changed (measured flip rate 0.2000; "
+        "noise.rate=0.2 with noise.convention=flip expects 0.2000)"
+    )

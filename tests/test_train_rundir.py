@@ -187,6 +187,7 @@ def test_a_run_diverging_in_its_first_epoch_claims_no_files(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == (
+        "nclab train: label noise: 30 of 160 training labels changed (measured flip rate 0.1875; noise.rate=0.2 with noise.convention=redraw expects 0.1500)\n"
         "nclab train: epoch 1: the training loss is nan; stopped (no checkpoint was written; "
         "no epoch was evaluated, so there is no metrics.csv)\n"
     )

@@ -245,6 +245,22 @@ def _sgd_epoch(
     return float(all_reduce(loss_sum, world)) / n
 
 
+def noise_line(s: RunSetup) -> str:
+    """The label noise actually drawn: the measured flip rate against what noise.rate asks for
+    under its convention (``redraw``: η of the labels redrawn over all K classes, so η(K-1)/K
+    are changed in expectation; ``flip``: exactly η changed)."""
+    n = s.cfg.noise
+    changed = int((s.train.observed != s.train.true).sum())
+    total = int(s.train.true.numel())
+    k = s.num_classes
+    expected = n.rate * (k - 1) / k if n.convention == "redraw" else n.rate
+    return (
+        f"label noise: {changed} of {total} training labels changed (measured flip rate "
+        f"{changed / total:.4f}; noise.rate={n.rate:g} with noise.convention={n.convention} "
+        f"expects {expected:.4f})"
+    )
+
+
 def _start_files(out: Path, s: RunSetup, state: dict[str, Any] | None, notes: list[str]) -> None:
     """Rank 0, lock held: say what happens to the directory, drop what an earlier attempt
     left that this run rewrites, and write its config (and a user network's description)."""
@@ -264,6 +280,8 @@ def _start_files(out: Path, s: RunSetup, state: dict[str, Any] | None, notes: li
         (out / name).unlink(missing_ok=True)
     for note in notes:
         print(f"nclab train: {note}", file=sys.stderr)
+    if s.cfg.noise.rate > 0 and s.cfg.run.progress:
+        print(f"nclab train: {noise_line(s)}", file=sys.stderr)
     if s.user_model:
         atomic_write_text(out / "model.txt", repr(s.model))
     write_config(out, s.cfg)
