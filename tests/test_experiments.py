@@ -201,7 +201,7 @@ def test_md_label_noise_and_pert_weight_decay_smoke(
             abs(predicted - float(at[0.4]["memorization_scaled_mean"])), rel=1e-9
         )
     notes = json.loads((md / "reproduction.json").read_text())["notes"]
-    assert any(n.startswith("K = 4, the M-D model fitted at η = 0.2: CE λ̂ = ") for n in notes)
+    assert any(n.startswith("K = 4, the M-D model fitted at η = 0.2: CE: λ̂ = ") for n in notes)
     for r in rows:
         assert 0.0 <= float(r["test_acc_mean"]) <= 1.0 and float(r["clean_nc1_mean"]) > 0
         if float(r["noise_rate"]) > 0:
