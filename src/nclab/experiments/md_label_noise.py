@@ -366,8 +366,8 @@ REPRODUCTION = Reproduction(
     "model, fitted on one noise rate, predicts (M, D) at the others.",
     presets=("smoke", "cpu", "gpu"),
     runtime={
-        "smoke": "measured: 4 s in the tests, under 15 s through the CLI (worker start-up)",
-        "cpu": "measured: 3.7 min on 2 cores (load 2.5; 80 trials, 60 epochs each)",
+        "smoke": "measured: 10 s through the CLI (6 trials, worker start-up, 4 M-D model solves)",
+        "cpu": "measured: 2.5 min on 2 cores (load 2; 80 trials, 60 epochs each, 32 M-D solves)",
         "gpu": "estimated: about 60 GPU-hours on one H100 (60 ResNet-18 runs × 200 epochs on CIFAR-10)",
     },
     run=_run,
