@@ -259,3 +259,22 @@ def test_eufm_practical_smoke_runs_the_no_bias_arm_and_measures_both_layers_per_
     # Two epochs on 40 images cannot reach the terminal phase: the note says the prediction
     # does not show rather than claiming it.
     assert "does not show at this preset's scale (smoke)" in manifest["notes"][1]
+
+
+def test_eufm_practical_every_preset_runs_the_no_bias_mse_arm(tmp_path: Path) -> None:
+    from nclab.experiments.eufm_practical import REPRODUCTION, sweep_spec
+    from nclab.sweep import parse_spec
+
+    assert REPRODUCTION.presets == ("smoke", "cpu", "gpu")
+    for preset in REPRODUCTION.presets:
+        options = RunOptions(data_dir="/data") if preset == "gpu" else RunOptions()
+        trials = parse_spec(sweep_spec(preset, options), tmp_path / preset).trials
+        configs = [t.payload["config"] for t in trials]
+        arms = {(c["loss"]["name"], c["model"]["bias"], c["optim"]["lr"]) for c in configs}
+        assert arms == {("mse", False, 0.01), ("mse", True, 0.01), ("ce", True, 0.05)}
+        assert len(configs) == 3 * {"smoke": 1, "cpu": 2, "gpu": 3}[preset]
+        assert all(c["track"]["layers"] == ["body.6", "penultimate"] for c in configs)
+    assert {(c["data"]["name"], c["data"]["data_dir"], c["run"]["device"]) for c in configs} == {
+        ("fashion-mnist", "/data", "cuda")
+    }
+    assert REPRODUCTION.datasets == {"gpu": ("fashion-mnist",)}
