@@ -220,6 +220,12 @@ def test_md_label_noise_and_pert_weight_decay_smoke(
     assert wd[("mse", "features ×0")] == (0.0, 5e-4)
     assert wd[("ce", "classifier ×2")] == (5e-4, 1e-3)
     assert wd[("ce", "baseline")] == (5e-4, 5e-4)
+    # the paper's recipes: MSE without a classifier bias, CE with one
+    results = _csv(pert / "sweep" / "results.csv")
+    assert {(r["loss.name"], r["model.bias"]) for r in results} == {
+        ("mse", "false"),
+        ("ce", "true"),
+    }
 
 
 def test_eufm_practical_smoke_runs_the_no_bias_arm_and_measures_both_layers_per_epoch(
