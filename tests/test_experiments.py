@@ -284,3 +284,23 @@ def test_eufm_practical_every_preset_runs_the_no_bias_mse_arm(tmp_path: Path) ->
         ("fashion-mnist", "/data", "cuda")
     }
     assert REPRODUCTION.datasets == {"gpu": ("fashion-mnist",)}
+
+
+def test_a_reproduction_directory_has_one_writer(tmp_path: Path) -> None:
+    """A second `nclab reproduce` into a directory in use fails at once naming the holder."""
+    import os
+
+    from nclab.train.rundir import RunLock
+
+    out = tmp_path / "r"
+    out.mkdir()
+    holder = RunLock(out)
+    holder.acquire()  # as a running reproduction holds it
+    try:
+        with pytest.raises(ValueError, match=rf"in use by another run \(PID {os.getpid()}"):
+            from nclab.experiments.reproduce import run_reproduction
+
+            run_reproduction("pert-spectrum", "smoke", out)
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing else written
+    finally:
+        holder.release()

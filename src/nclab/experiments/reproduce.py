@@ -20,6 +20,7 @@ from nclab.errors import InputError
 from nclab.experiments.common import check_preset
 from nclab.experiments.registry import Reproduction, RunOptions, get
 from nclab.io import atomic_write_text
+from nclab.train.rundir import LOCK_NAME, RunLock
 
 __all__ = ["MARKER", "check_directory", "run_reproduction"]
 
@@ -48,7 +49,7 @@ def check_directory(root: Path, name: str, preset: str, resume: bool) -> None:
         raise InputError(f"--out: {root} exists and is not a directory")
     held = _marker(root)
     if held is None:
-        if any(root.iterdir()):
+        if any(p.name != LOCK_NAME for p in root.iterdir()):  # the lock of a run here
             raise InputError(
                 f"--out: {root} holds files that are not a reproduction; choose another "
                 "directory (nothing was written)"
@@ -96,10 +97,16 @@ def run_reproduction(
     check_directory(root, name, preset, options.resume)
     _check_datasets(rep, preset, options)
     root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(root / MARKER, json.dumps({"name": name, "preset": preset}) + "\n")
-    start = time.perf_counter()
-    result = rep.run(root, preset, options)
-    wall = time.perf_counter() - start
+    lock = RunLock(root)  # one writer: a second reproduce into this directory fails at once
+    lock.acquire()
+    try:
+        check_directory(root, name, preset, options.resume)  # again, now that it is ours
+        atomic_write_text(root / MARKER, json.dumps({"name": name, "preset": preset}) + "\n")
+        start = time.perf_counter()
+        result = rep.run(root, preset, options)
+        wall = time.perf_counter() - start
+    finally:
+        lock.release()
 
     def rel(path: Path) -> str:
         return os.path.relpath(path.resolve(), root.resolve())
