@@ -16,8 +16,6 @@ code 3 when the solver did not converge, 2 for bad input (one line naming the fl
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import math
 import sys
@@ -291,15 +289,6 @@ def _cmd_perturbation(args: argparse.Namespace) -> int:
 def perturbation_to_dict(argv: Sequence[str]) -> dict[str, Any]:
     """The object ``nclab solve perturbation ARGV... --json`` prints (``argv`` without the
     model's name); bad arguments raise ValueError naming the flag."""
-    parser = argparse.ArgumentParser(prog="nclab solve")
-    add_perturbation_parser(parser.add_subparsers(dest="model"))
-    message = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(message):
-            args = parser.parse_args(["perturbation", *argv])
-    except SystemExit:
-        lines = message.getvalue().strip().splitlines()
-        raise ValueError(
-            f"perturbation arguments {list(argv)}: {lines[-1] if lines else 'invalid'}"
-        ) from None
-    return _build(args)
+    from nclab.models.cli import solve_to_dict
+
+    return solve_to_dict(["perturbation", *argv])
