@@ -9,7 +9,7 @@ asks. ``nclab`` exits with code 2 on these and lets anything else surface as wha
 
 from __future__ import annotations
 
-__all__ = ["InputError", "InputRuntimeError", "InputTypeError"]
+__all__ = ["InputError", "InputRuntimeError", "InputTypeError", "renamed"]
 
 
 class InputError(ValueError):
@@ -23,3 +23,13 @@ class InputTypeError(InputError, TypeError):
 class InputRuntimeError(InputError, RuntimeError):
     """Bad input found while running the user's code (e.g. a tracked module that runs twice in
     one forward pass); a RuntimeError too, as where torch reports such things."""
+
+
+def renamed(err: ValueError, names: dict[str, str]) -> InputError:
+    """``err`` as an InputError whose leading argument name (the text before the first ``:``)
+    is replaced by ``names[name]``: the Python keyword becomes the CLI flag a user typed."""
+    text = str(err)
+    name, sep, rest = text.partition(":")
+    if sep and name in names:
+        text = f"{names[name]}:{rest}"
+    return InputError(text)

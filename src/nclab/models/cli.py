@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from nclab.errors import InputError, renamed
 from nclab.losses import LOSSES, Loss, make_loss
 from nclab.metrics import CollapseReport
 from nclab.models.conventions import CONVENTIONS
@@ -137,11 +138,7 @@ _FLAGS = {
 
 def _with_flag(err: ValueError, flags: dict[str, str]) -> ValueError:
     """The same error with its leading Python keyword replaced by the CLI flag."""
-    text = str(err)
-    name, sep, rest = text.partition(":")
-    if sep and name in flags:
-        text = f"{flags[name]}:{rest}".replace("method='gd'", "--method gd")
-    return ValueError(text)
+    return InputError(str(renamed(err, flags)).replace("method='gd'", "--method gd"))
 
 
 def add_solve_parser(sub: Any) -> None:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from nclab.errors import renamed
 from nclab.losses import make_loss
 from nclab.models.conventions import CONVENTIONS
 from nclab.models.md import NOISE_KINDS, MDModel, MDSolution
@@ -127,11 +128,7 @@ def add_md_parser(models: Any) -> None:
 
 
 def _with_flag(err: ValueError) -> ValueError:
-    text = str(err)
-    name, sep, rest = text.partition(":")
-    if sep and name in _FLAGS:
-        text = f"{_FLAGS[name]}:{rest}"
-    return ValueError(text)
+    return renamed(err, _FLAGS)
 
 
 def _fields(sol: MDSolution) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from nclab.errors import renamed
 from nclab.models.perturbation import PerturbationModel, check_features, collapsed_features
 from nclab.models.ufm import class_labels
 
@@ -228,11 +229,7 @@ def _spectrum(model: PerturbationModel, h: torch.Tensor, values: bool) -> dict[s
 
 
 def _with_flags(err: ValueError) -> ValueError:
-    text = str(err)
-    name, sep, rest = text.partition(":")
-    if sep and name in _FLAGS:
-        text = f"{_FLAGS[name]}:{rest}"
-    return ValueError(text)
+    return renamed(err, _FLAGS)
 
 
 def _build(args: argparse.Namespace) -> dict[str, Any]:
