@@ -182,7 +182,7 @@ def test_solve_grid_matches_the_closed_form_and_a_failing_trial_is_recorded(
     assert sorted(c for c, _, _ in finished) == ["1", "2", "3"]
     assert sorted(o.split(":")[0] for _, _, o in finished) == ["done", "done", "failed"]
     assert "1 trial(s) failed; rerun them with --retry-failed" in printed
-    assert "ValueError: --lambda-h: expected a non-negative number, got -1.0" in printed
+    assert "InputError: --lambda-h: expected a non-negative number, got -1.0" in printed
     rows = _rows(out / "results.csv")
     assert [float(r["lambda_h"]) for r in rows] == [0.01, 0.1]
     k, n, lambda_w = 4, 5, 0.02
